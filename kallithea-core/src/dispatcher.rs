@@ -136,6 +136,25 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    /// Answers a request the host refuses before dispatching it (a wrong pairing
+    /// secret, a path outside the mount point), with a request id, the
+    /// `x-request-id` header and a log line, like every dispatched response. The
+    /// app is not called; `message` becomes the plain-text body.
+    pub fn refuse(&self, req: &http::request::Parts, status: StatusCode, message: &str) -> Response<ResponseBody> {
+        let id = RequestId::next();
+        tracing::info!(
+            method = %req.method,
+            path = req.uri.path(),
+            request_id = %id,
+            status = status.as_u16(),
+            reason = message,
+            "request refused by the host"
+        );
+        finish(plain(status, message), id, req.method == Method::HEAD)
+    }
+}
+
 impl DispatcherBuilder {
     /// Sets the request limits.
     pub fn limits(mut self, limits: Limits) -> Self {

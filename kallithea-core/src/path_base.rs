@@ -80,6 +80,13 @@ impl PathBase {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for PathBase {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        PathBase::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for PathBase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.0.is_empty() { "/" } else { &self.0 })

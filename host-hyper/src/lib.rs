@@ -1,0 +1,51 @@
+//! Serves a Kallithea framework app with hyper: HTTP/1.1 and HTTP/2 (prior
+//! knowledge), keep-alive, streaming bodies both ways, graceful shutdown on
+//! SIGTERM / Ctrl-C, a header read timeout against slow clients, and the core's
+//! limits.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! # let app = kallithea_core::service_fn(|_| async { Ok::<_, std::convert::Infallible>(http::Response::new(kallithea_core::Body::from("hi"))) });
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! host_hyper::serve(listener, app).await;
+//! # Ok(()) }
+//! ```
+//!
+//! By default no request carries an [`Identity`](kallithea_core::Identity):
+//! hyper faces clients directly and cannot authenticate them. Behind IIS,
+//! Apache or nginx, [`ProxyTrust`] believes the proxy's identity and
+//! `X-Forwarded-*` headers when the connection comes from a listed address *and*
+//! carries the pairing secret; in every other case those headers are removed.
+#![warn(missing_docs)]
+
+mod cidr;
+mod config;
+mod request;
+mod server;
+mod signal;
+mod trust;
+
+pub use cidr::{Cidr, InvalidCidr};
+pub use config::HyperConfig;
+pub use server::{HyperHost, RunningServer, Serve, Server};
+pub use signal::shutdown_signal;
+pub use trust::{ProxyTrust, DEFAULT_IDENTITY_HEADER, DEFAULT_SECRET_HEADER, MIN_SECRET_LEN};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use kallithea_core::{Body, BoxError, Dispatcher};
+use tokio::net::TcpListener;
+use tower_service::Service;
+
+/// Serves `app` on `listener` with the default [`Server`] settings and a default
+/// [`Dispatcher`] until Ctrl-C or SIGTERM, then drains in-flight requests.
+pub fn serve<S, B>(listener: TcpListener, app: S) -> Serve
+where
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    Server::new().serve(listener, Dispatcher::new(app))
+}

@@ -1,0 +1,351 @@
+//! The server: accept loop, connections, graceful drain.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use kallithea_core::{Capabilities, Dispatcher, Host, HostError, PathBase, RunningHost, ShutdownReport};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use crate::{HyperConfig, ProxyTrust};
+
+/// How host-hyper serves: protocols, timeouts, mount point and proxy trust.
+///
+/// ```no_run
+/// # async fn run(app: kallithea_core::Dispatcher) -> std::io::Result<()> {
+/// use std::time::Duration;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// host_hyper::Server::new()
+///     .header_read_timeout(Duration::from_secs(10))
+///     .drain_timeout(Duration::from_secs(20))
+///     .serve(listener, app)
+///     .await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Server {
+    http2: bool,
+    header_read_timeout: Duration,
+    drain_timeout: Duration,
+    path_base: PathBase,
+    trust: Option<ProxyTrust>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            http2: true,
+            header_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            path_base: PathBase::root(),
+            trust: None,
+        }
+    }
+}
+
+impl Server {
+    /// A server with the defaults: HTTP/1.1 and HTTP/2 (prior knowledge),
+    /// a 30 s header read timeout, a 30 s drain on shutdown, mounted at the root,
+    /// no proxy trust (no request ever has an identity).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A server set up from the `[server]`-style configuration.
+    pub fn from_config(config: &HyperConfig) -> Self {
+        Server {
+            http2: config.http2,
+            header_read_timeout: config.header_read_timeout,
+            drain_timeout: config.drain_timeout,
+            path_base: config.path_base.clone(),
+            trust: config.trust.clone(),
+        }
+    }
+
+    /// Whether to serve HTTP/2 (prior knowledge, `h2c`) beside HTTP/1.1.
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.http2 = enabled;
+        self
+    }
+
+    /// How long a client may take to send a request's headers (slow-client
+    /// protection); the connection is closed after that.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long in-flight requests may run after shutdown begins.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Mounts the app at `base`; requests outside it get 404.
+    pub fn path_base(mut self, base: PathBase) -> Self {
+        self.path_base = base;
+        self
+    }
+
+    /// Believes identity and forwarding headers from these front proxies.
+    pub fn trust(mut self, trust: ProxyTrust) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+
+    /// Serves until Ctrl-C or SIGTERM (or the signal given to
+    /// [`Serve::with_graceful_shutdown`]), then drains. Await the result.
+    pub fn serve(self, listener: TcpListener, dispatcher: Dispatcher) -> Serve {
+        Serve {
+            server: self,
+            listener,
+            dispatcher,
+            signal: Box::pin(crate::shutdown_signal()),
+        }
+    }
+
+    /// Starts serving in the background on the current tokio runtime and returns
+    /// a handle to stop it.
+    pub fn start(self, listener: TcpListener, dispatcher: Dispatcher) -> Result<RunningServer, HostError> {
+        let local_addr = listener.local_addr().map_err(|source| HostError::Io {
+            context: "reading the listener's address".into(),
+            source,
+        })?;
+        let (tx, rx) = oneshot::channel::<Duration>();
+        let default_drain = self.drain_timeout;
+        let task = tokio::spawn(run(self, listener, dispatcher, async move {
+            rx.await.unwrap_or(default_drain)
+        }));
+        Ok(RunningServer {
+            local_addr,
+            stop: tx,
+            task,
+        })
+    }
+}
+
+/// The future of [`Server::serve`] / [`crate::serve`].
+pub struct Serve {
+    server: Server,
+    listener: TcpListener,
+    dispatcher: Dispatcher,
+    signal: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Serve {
+    /// Shuts down when `signal` resolves instead of on Ctrl-C / SIGTERM.
+    pub fn with_graceful_shutdown(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.signal = Box::pin(signal);
+        self
+    }
+}
+
+impl fmt::Debug for Serve {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serve").field("server", &self.server).finish_non_exhaustive()
+    }
+}
+
+impl IntoFuture for Serve {
+    type Output = ShutdownReport;
+    type IntoFuture = Pin<Box<dyn Future<Output = ShutdownReport> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let drain = self.server.drain_timeout;
+        let signal = self.signal;
+        Box::pin(run(self.server, self.listener, self.dispatcher, async move {
+            signal.await;
+            drain
+        }))
+    }
+}
+
+/// A server started with [`Server::start`].
+#[derive(Debug)]
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    stop: oneshot::Sender<Duration>,
+    task: tokio::task::JoinHandle<ShutdownReport>,
+}
+
+impl RunningServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, drains in-flight connections for at most `drain`, and
+    /// ends the rest.
+    pub async fn shutdown(self, drain: Duration) -> ShutdownReport {
+        let _ = self.stop.send(drain);
+        self.task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "server task failed");
+            ShutdownReport::default()
+        })
+    }
+}
+
+impl RunningHost for RunningServer {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        Some(self.local_addr)
+    }
+
+    fn shutdown(self, drain: Duration) -> impl Future<Output = ShutdownReport> + Send {
+        RunningServer::shutdown(self, drain)
+    }
+}
+
+/// host-hyper as a [`kallithea_core::Host`]: a [`Server`] and its listener.
+#[derive(Debug)]
+pub struct HyperHost {
+    server: Server,
+    listener: TcpListener,
+}
+
+impl HyperHost {
+    /// A host serving on `listener` with `server`'s settings.
+    pub fn new(server: Server, listener: TcpListener) -> Self {
+        HyperHost { server, listener }
+    }
+}
+
+impl Host for HyperHost {
+    type Running = RunningServer;
+
+    fn name(&self) -> &'static str {
+        "hyper"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .streaming(true)
+            .identity(self.server.trust.is_some())
+            .http2_cleartext(self.server.http2)
+    }
+
+    fn start(self, dispatcher: Dispatcher) -> impl Future<Output = Result<RunningServer, HostError>> + Send {
+        std::future::ready(self.server.start(self.listener, dispatcher))
+    }
+}
+
+/// What every connection of one server shares.
+pub(crate) struct Shared {
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) trust: Option<ProxyTrust>,
+    pub(crate) path_base: PathBase,
+    pub(crate) local: SocketAddr,
+}
+
+fn connection_builder(server: &Server, dispatcher: &Dispatcher) -> auto::Builder<TokioExecutor> {
+    let limits = dispatcher.limits();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    {
+        let mut h1 = builder.http1();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(server.header_read_timeout)
+            // Let the dispatcher answer 431 for anything up to its limits; hyper
+            // refuses beyond them on its own.
+            .max_headers(limits.max_header_count.saturating_add(1))
+            .max_buf_size((limits.max_header_bytes + 64 * 1024).max(400 * 1024));
+    }
+    if server.http2 {
+        let max_list = limits.max_header_bytes + 32 * limits.max_header_count;
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(max_list).unwrap_or(u32::MAX));
+    } else {
+        builder = builder.http1_only();
+    }
+    builder
+}
+
+async fn run(
+    server: Server,
+    listener: TcpListener,
+    dispatcher: Dispatcher,
+    stop: impl Future<Output = Duration>,
+) -> ShutdownReport {
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "listener has no local address");
+            return ShutdownReport::default();
+        }
+    };
+    let builder = connection_builder(&server, &dispatcher);
+    let shared = Arc::new(Shared {
+        dispatcher,
+        trust: server.trust,
+        path_base: server.path_base,
+        local,
+    });
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    tracing::info!(%local, http2 = server.http2, trust = shared.trust.is_some(), "host-hyper listening");
+
+    let mut stop = std::pin::pin!(stop);
+    let drain = loop {
+        tokio::select! {
+            drain = &mut stop => break drain,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Running out of file descriptors and the like: wait a
+                        // little instead of spinning, then carry on.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = Arc::clone(&shared);
+                let service = hyper::service::service_fn(move |req| {
+                    let shared = Arc::clone(&shared);
+                    async move { Ok::<_, Infallible>(crate::request::handle(&shared, req, peer).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                connections.spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    };
+
+    drop(listener);
+    let started = Instant::now();
+    while connections.try_join_next().is_some() {}
+    let in_flight = connections.len();
+    tracing::info!(in_flight, drain_secs = drain.as_secs_f64(), "draining connections");
+    let aborted = match tokio::time::timeout(drain, graceful.shutdown()).await {
+        Ok(()) => 0,
+        Err(_) => {
+            while connections.try_join_next().is_some() {}
+            let left = connections.len();
+            tracing::warn!(left, "drain deadline passed: ending the remaining connections");
+            left
+        }
+    };
+    connections.shutdown().await;
+    let report = ShutdownReport {
+        in_flight,
+        aborted,
+        elapsed: started.elapsed(),
+    };
+    tracing::info!(?report, "host-hyper stopped");
+    report
+}
