@@ -24,7 +24,9 @@ pub struct Cidr {
 
 /// A string that is not a CIDR range.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{input:?} is not an address range: {reason} (expected e.g. 10.0.0.0/8, 127.0.0.1 or ::1/128)")]
+#[error(
+    "{input:?} is not an address range: {reason} (expected e.g. 10.0.0.0/8, 127.0.0.1 or ::1/128)"
+)]
 pub struct InvalidCidr {
     input: String,
     reason: &'static str,
@@ -35,11 +37,15 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -63,7 +69,9 @@ impl FromStr for Cidr {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            Some(p) => p.parse::<u8>().map_err(|_| err("prefix length is not a number"))?,
+            Some(p) => p
+                .parse::<u8>()
+                .map_err(|_| err("prefix length is not a number"))?,
         };
         if prefix > max {
             return Err(err("prefix length is longer than the address"));
@@ -79,8 +87,20 @@ impl FromStr for Cidr {
 impl Cidr {
     fn host_bits_set(&self) -> bool {
         match self.addr {
-            IpAddr::V4(a) => u32::from(a) & !u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0) != 0,
-            IpAddr::V6(a) => u128::from(a) & !u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0) != 0,
+            IpAddr::V4(a) => {
+                u32::from(a)
+                    & !u32::MAX
+                        .checked_shl(32 - u32::from(self.prefix))
+                        .unwrap_or(0)
+                    != 0
+            }
+            IpAddr::V6(a) => {
+                u128::from(a)
+                    & !u128::MAX
+                        .checked_shl(128 - u32::from(self.prefix))
+                        .unwrap_or(0)
+                    != 0
+            }
         }
     }
 }
@@ -104,10 +124,26 @@ mod tests {
 
     #[test]
     fn parses_hosts_networks_and_refuses_nonsense() {
-        assert_eq!("127.0.0.1".parse::<Cidr>().unwrap().to_string(), "127.0.0.1/32");
-        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains("8.8.8.8".parse().unwrap()));
-        assert!("fd00::/8".parse::<Cidr>().unwrap().contains("fd12::1".parse().unwrap()));
-        for bad in ["", "10.0.0.0/33", "10.0.0.1/8", "example.com", "10.0.0.0/x", "::1/129"] {
+        assert_eq!(
+            "127.0.0.1".parse::<Cidr>().unwrap().to_string(),
+            "127.0.0.1/32"
+        );
+        assert!("0.0.0.0/0"
+            .parse::<Cidr>()
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!("fd00::/8"
+            .parse::<Cidr>()
+            .unwrap()
+            .contains("fd12::1".parse().unwrap()));
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0.1/8",
+            "example.com",
+            "10.0.0.0/x",
+            "::1/129",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }

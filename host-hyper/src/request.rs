@@ -11,16 +11,22 @@ use crate::trust;
 
 /// Turns one hyper request into a core request and dispatches it, or refuses it
 /// when it fails the front-proxy check or lies outside the path base.
-pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+pub(crate) async fn handle(
+    shared: &Shared,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
     let (mut parts, body) = req.into_parts();
 
     let forwarded = match trust::evaluate(shared.trust.as_ref(), &mut parts.headers, peer.ip()) {
         Ok(forwarded) => forwarded,
         Err(reason) => {
             tracing::warn!(%peer, reason, "front-proxy check failed");
-            return shared
-                .dispatcher
-                .refuse(&parts, StatusCode::BAD_REQUEST, "Bad Request: the front-proxy pairing check failed");
+            return shared.dispatcher.refuse(
+                &parts,
+                StatusCode::BAD_REQUEST,
+                "Bad Request: the front-proxy pairing check failed",
+            );
         }
     };
     if shared.path_base.strip(parts.uri.path()).is_none() {
@@ -42,5 +48,8 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>, peer: Socket
     if !shared.path_base.is_root() {
         parts.extensions.insert(shared.path_base.clone());
     }
-    shared.dispatcher.dispatch(Request::from_parts(parts, Body::new(body))).await
+    shared
+        .dispatcher
+        .dispatch(Request::from_parts(parts, Body::new(body)))
+        .await
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use kallithea_core::{Capabilities, Dispatcher, Host, HostError, PathBase, RunningHost, ShutdownReport};
+use kallithea_core::{
+    Capabilities, Dispatcher, Host, HostError, PathBase, RunningHost, ShutdownReport,
+};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -115,7 +117,11 @@ impl Server {
 
     /// Starts serving in the background on the current tokio runtime and returns
     /// a handle to stop it.
-    pub fn start(self, listener: TcpListener, dispatcher: Dispatcher) -> Result<RunningServer, HostError> {
+    pub fn start(
+        self,
+        listener: TcpListener,
+        dispatcher: Dispatcher,
+    ) -> Result<RunningServer, HostError> {
         let local_addr = listener.local_addr().map_err(|source| HostError::Io {
             context: "reading the listener's address".into(),
             source,
@@ -143,7 +149,10 @@ pub struct Serve {
 
 impl Serve {
     /// Shuts down when `signal` resolves instead of on Ctrl-C / SIGTERM.
-    pub fn with_graceful_shutdown(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
+    pub fn with_graceful_shutdown(
+        mut self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
         self.signal = Box::pin(signal);
         self
     }
@@ -151,7 +160,9 @@ impl Serve {
 
 impl fmt::Debug for Serve {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Serve").field("server", &self.server).finish_non_exhaustive()
+        f.debug_struct("Serve")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
     }
 }
 
@@ -162,10 +173,15 @@ impl IntoFuture for Serve {
     fn into_future(self) -> Self::IntoFuture {
         let drain = self.server.drain_timeout;
         let signal = self.signal;
-        Box::pin(run(self.server, self.listener, self.dispatcher, async move {
-            signal.await;
-            drain
-        }))
+        Box::pin(run(
+            self.server,
+            self.listener,
+            self.dispatcher,
+            async move {
+                signal.await;
+                drain
+            },
+        ))
     }
 }
 
@@ -232,7 +248,10 @@ impl Host for HyperHost {
             .http2_cleartext(self.server.http2)
     }
 
-    fn start(self, dispatcher: Dispatcher) -> impl Future<Output = Result<RunningServer, HostError>> + Send {
+    fn start(
+        self,
+        dispatcher: Dispatcher,
+    ) -> impl Future<Output = Result<RunningServer, HostError>> + Send {
         std::future::ready(self.server.start(self.listener, dispatcher))
     }
 }
@@ -330,13 +349,20 @@ async fn run(
     let started = Instant::now();
     while connections.try_join_next().is_some() {}
     let in_flight = connections.len();
-    tracing::info!(in_flight, drain_secs = drain.as_secs_f64(), "draining connections");
+    tracing::info!(
+        in_flight,
+        drain_secs = drain.as_secs_f64(),
+        "draining connections"
+    );
     let aborted = match tokio::time::timeout(drain, graceful.shutdown()).await {
         Ok(()) => 0,
         Err(_) => {
             while connections.try_join_next().is_some() {}
             let left = connections.len();
-            tracing::warn!(left, "drain deadline passed: ending the remaining connections");
+            tracing::warn!(
+                left,
+                "drain deadline passed: ending the remaining connections"
+            );
             left
         }
     };

@@ -117,18 +117,30 @@ pub const MIN_SECRET_LEN: usize = 16;
 impl Validate for ProxyTrust {
     fn validate(&self, issues: &mut Issues) {
         if self.proxies.is_empty() {
-            issues.push("proxies", "list at least one proxy address, e.g. [\"127.0.0.1/32\"]");
+            issues.push(
+                "proxies",
+                "list at least one proxy address, e.g. [\"127.0.0.1/32\"]",
+            );
         }
         if self.secret.trim().is_empty() {
-            issues.push("secret", "is empty: set a random pairing secret shared with the proxy");
+            issues.push(
+                "secret",
+                "is empty: set a random pairing secret shared with the proxy",
+            );
         } else if self.secret.len() < MIN_SECRET_LEN {
             issues.push(
                 "secret",
-                format!("is {} characters long; use at least {MIN_SECRET_LEN} random characters", self.secret.len()),
+                format!(
+                    "is {} characters long; use at least {MIN_SECRET_LEN} random characters",
+                    self.secret.len()
+                ),
             );
         }
         if HeaderValue::from_str(&self.secret).is_err() {
-            issues.push("secret", "contains characters that cannot travel in an HTTP header");
+            issues.push(
+                "secret",
+                "contains characters that cannot travel in an HTTP header",
+            );
         }
         if same_cgi_name(self.secret_header.as_str(), self.identity_header.as_str()) {
             issues.push("identity_header", "must differ from secret_header");
@@ -149,7 +161,11 @@ pub(crate) struct Forwarded {
 
 /// Applies the trust rule to a request's headers: removes what must not be
 /// believed, and returns what can. `Err` carries the reason for a 400.
-pub(crate) fn evaluate(trust: Option<&ProxyTrust>, headers: &mut HeaderMap, peer: IpAddr) -> Result<Forwarded, String> {
+pub(crate) fn evaluate(
+    trust: Option<&ProxyTrust>,
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+) -> Result<Forwarded, String> {
     let Some(trust) = trust else {
         strip(headers, &[], false);
         return Ok(Forwarded::default());
@@ -199,7 +215,9 @@ pub(crate) fn evaluate(trust: Option<&ProxyTrust>, headers: &mut HeaderMap, peer
     if let Some(last) = last_list_item(headers, "x-forwarded-for") {
         match parse_forwarded_for(last) {
             Some(addr) => forwarded.client = Some(addr),
-            None => tracing::warn!(%peer, value = last, "ignoring unparseable X-Forwarded-For from the trusted proxy"),
+            None => {
+                tracing::warn!(%peer, value = last, "ignoring unparseable X-Forwarded-For from the trusted proxy")
+            }
         }
     }
     if let Some(last) = last_list_item(headers, "x-forwarded-proto") {
@@ -215,7 +233,10 @@ fn strip(headers: &mut HeaderMap, extra: &[&str], keep_exact: bool) {
         .keys()
         .filter(|name| {
             let name = name.as_str();
-            POLICED.iter().chain(extra).any(|p| same_cgi_name(name, p) && !(keep_exact && name == *p))
+            POLICED
+                .iter()
+                .chain(extra)
+                .any(|p| same_cgi_name(name, p) && !(keep_exact && name == *p))
         })
         .cloned()
         .collect();
@@ -228,9 +249,9 @@ fn strip(headers: &mut HeaderMap, extra: &[&str], keep_exact: bool) {
 /// both map to `_`).
 fn same_cgi_name(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .all(|(x, y)| x.eq_ignore_ascii_case(&y) || (matches!(x, b'-' | b'_') && matches!(y, b'-' | b'_')))
+        && a.bytes().zip(b.bytes()).all(|(x, y)| {
+            x.eq_ignore_ascii_case(&y) || (matches!(x, b'-' | b'_') && matches!(y, b'-' | b'_'))
+        })
 }
 
 /// Compares in time that depends on the lengths only, not on where the inputs
@@ -254,8 +275,7 @@ fn last_list_item<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .last()
+        .rfind(|s| !s.is_empty())
 }
 
 fn parse_forwarded_for(item: &str) -> Option<SocketAddr> {
@@ -279,7 +299,12 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         pairs
             .iter()
-            .map(|(n, v)| (HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
+            .map(|(n, v)| {
+                (
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -295,16 +320,26 @@ mod tests {
             ("x-forwarded-proto", "https"),
         ]);
         let f = evaluate(Some(&trust()), &mut h, PROXY).unwrap();
-        assert_eq!(f.identity, Some(Identity::from_trusted_proxy("EXAMPLE\\alice", PROXY)));
+        assert_eq!(
+            f.identity,
+            Some(Identity::from_trusted_proxy("EXAMPLE\\alice", PROXY))
+        );
         assert_eq!(f.client, Some("198.51.100.2:4431".parse().unwrap()));
         assert_eq!(f.secure, Some(true));
-        assert!(!h.contains_key("x-kallithea-pairing"), "the secret must not reach the app");
+        assert!(
+            !h.contains_key("x-kallithea-pairing"),
+            "the secret must not reach the app"
+        );
         assert!(h.contains_key("x-kallithea-user"));
     }
 
     #[test]
     fn right_secret_from_a_stranger_is_not_believed() {
-        let mut h = headers(&[("x-kallithea-pairing", SECRET), ("x-kallithea-user", "alice"), ("x-forwarded-for", "1.2.3.4")]);
+        let mut h = headers(&[
+            ("x-kallithea-pairing", SECRET),
+            ("x-kallithea-user", "alice"),
+            ("x-forwarded-for", "1.2.3.4"),
+        ]);
         let f = evaluate(Some(&trust()), &mut h, STRANGER).unwrap();
         assert_eq!(f, Forwarded::default());
         assert!(h.is_empty(), "{h:?}");
@@ -312,7 +347,11 @@ mod tests {
 
     #[test]
     fn proxy_address_without_secret_is_not_believed() {
-        let mut h = headers(&[("x-kallithea-user", "alice"), ("x_kallithea_user", "alice"), ("remote-user", "alice")]);
+        let mut h = headers(&[
+            ("x-kallithea-user", "alice"),
+            ("x_kallithea_user", "alice"),
+            ("remote-user", "alice"),
+        ]);
         let f = evaluate(Some(&trust()), &mut h, PROXY).unwrap();
         assert_eq!(f, Forwarded::default());
         assert!(h.is_empty(), "{h:?}");
@@ -323,7 +362,10 @@ mod tests {
         for peer in [PROXY, STRANGER] {
             let mut h = headers(&[("x-kallithea-pairing", "0123456789abcdef-secreT")]);
             assert!(evaluate(Some(&trust()), &mut h, peer).is_err());
-            let mut h = headers(&[("x-kallithea-pairing", SECRET), ("x_kallithea_pairing", "guess")]);
+            let mut h = headers(&[
+                ("x-kallithea-pairing", SECRET),
+                ("x_kallithea_pairing", "guess"),
+            ]);
             assert!(evaluate(Some(&trust()), &mut h, peer).is_err());
         }
     }

@@ -235,7 +235,7 @@ pub fn from_str<T: DeserializeOwned + Validate>(
                 |(_, var, _)| format!("environment variable {var}"),
             ),
             key: if key == "." { String::new() } else { key },
-            message: err.into_inner().to_string(),
+            message: err.into_inner().message().to_owned(),
         });
     };
 

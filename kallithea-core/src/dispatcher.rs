@@ -141,7 +141,12 @@ impl Dispatcher {
     /// secret, a path outside the mount point), with a request id, the
     /// `x-request-id` header and a log line, like every dispatched response. The
     /// app is not called; `message` becomes the plain-text body.
-    pub fn refuse(&self, req: &http::request::Parts, status: StatusCode, message: &str) -> Response<ResponseBody> {
+    pub fn refuse(
+        &self,
+        req: &http::request::Parts,
+        status: StatusCode,
+        message: &str,
+    ) -> Response<ResponseBody> {
         let id = RequestId::next();
         tracing::info!(
             method = %req.method,

@@ -1,0 +1,54 @@
+//! The one trait a host implements to run the suite.
+
+use std::net::SocketAddr;
+
+use http::{HeaderName, HeaderValue};
+use kallithea_core::{BoxError, BoxFuture, Capabilities, Limits, PathBase};
+
+/// How the suite wants a host instance set up.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// The limits the host's dispatcher must enforce.
+    pub limits: Limits,
+    /// Where the app is mounted (an IIS virtual directory, host-hyper's path base).
+    pub path_base: PathBase,
+}
+
+/// Starts instances of one host serving the conformance app
+/// ([`crate::app`]), and tells the suite how to reach and probe them.
+pub trait Driver: Send + Sync {
+    /// The host's name in the report.
+    fn name(&self) -> String;
+
+    /// What the host can do; cases needing a missing capability are skipped.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Starts a host instance serving [`crate::app`] with `setup`.
+    fn start(&self, setup: Setup) -> BoxFuture<'_, Result<Box<dyn RunningApp>, BoxError>>;
+}
+
+/// One running host instance.
+pub trait RunningApp: Send + Sync {
+    /// Where clients connect (loopback).
+    fn addr(&self) -> SocketAddr;
+
+    /// The headers a client adds so that the host asserts `user` as the
+    /// request's identity (the pairing secret and identity header for a trusted
+    /// proxy; the simulated Windows authentication's header for the IIS
+    /// simulator). Empty if the host cannot assert identities.
+    fn identity_headers(&self, user: &str) -> Vec<(HeaderName, HeaderValue)>;
+
+    /// The resident memory, in bytes, of the process that runs the app, for
+    /// the flat-memory checks; `None` skips them.
+    fn resident_memory(&self) -> Option<u64>;
+
+    /// Stops the instance.
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// The resident set size of process `pid` (`self` for this one), from `/proc`.
+pub fn resident_memory_of(pid: &str) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}

@@ -1,0 +1,172 @@
+//! The conformance suite every Kallithea host adapter must pass.
+//!
+//! A host gets the whole suite by implementing [`Driver`] (start an instance
+//! serving [`app`], say how to reach it and how to make it assert an identity)
+//! and calling [`run`]:
+//!
+//! ```no_run
+//! # async fn t(driver: &dyn kallithea_conformance::Driver) {
+//! let report = kallithea_conformance::run(driver).await;
+//! report.print();
+//! assert!(report.all_passed());
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod app;
+pub mod cases;
+pub mod client;
+mod driver;
+pub mod pattern;
+
+pub use app::{app, REFLECT_PREFIX};
+pub use driver::{resident_memory_of, Driver, RunningApp, Setup};
+
+use std::time::{Duration, Instant};
+
+use kallithea_core::{ByteLimit, Limits, PathBase};
+
+/// The path base every suite instance is mounted at.
+pub const BASE: &str = "/conformance";
+
+/// The result of one case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The case passed.
+    Pass,
+    /// The case failed, with the reason.
+    Fail(String),
+    /// The host lacks a capability the case needs.
+    Skip(&'static str),
+}
+
+/// The suite's results for one host.
+#[derive(Debug)]
+pub struct Report {
+    /// The host's name.
+    pub host: String,
+    /// Case name, outcome and duration, in run order.
+    pub results: Vec<(&'static str, Outcome, Duration)>,
+}
+
+impl Report {
+    /// Whether no case failed.
+    pub fn all_passed(&self) -> bool {
+        !self
+            .results
+            .iter()
+            .any(|(_, o, _)| matches!(o, Outcome::Fail(_)))
+    }
+
+    /// Prints the per-case pass/fail table.
+    pub fn print(&self) {
+        println!("\nconformance suite — host: {}", self.host);
+        let width = self
+            .results
+            .iter()
+            .map(|(n, _, _)| n.len())
+            .max()
+            .unwrap_or(10);
+        for (name, outcome, took) in &self.results {
+            let (word, why) = match outcome {
+                Outcome::Pass => ("pass", String::new()),
+                Outcome::Fail(why) => ("FAIL", format!("  {why}")),
+                Outcome::Skip(why) => ("skip", format!("  {why}")),
+            };
+            println!(
+                "  {name:<width$}  {word}  {:>7.1} ms{why}",
+                took.as_secs_f64() * 1000.0
+            );
+        }
+        let count = |f: fn(&Outcome) -> bool| self.results.iter().filter(|(_, o, _)| f(o)).count();
+        println!(
+            "{}: {} passed, {} failed, {} skipped",
+            self.host,
+            count(|o| *o == Outcome::Pass),
+            count(|o| matches!(o, Outcome::Fail(_))),
+            count(|o| matches!(o, Outcome::Skip(_))),
+        );
+    }
+}
+
+impl Setup {
+    /// The main instance: body size unlimited, mounted at [`BASE`].
+    pub fn main() -> Self {
+        Setup {
+            limits: Limits::default().unlimited_body(),
+            path_base: PathBase::new(BASE).expect("BASE is a valid path base"),
+        }
+    }
+
+    /// The instance for the limit cases: 1 MiB bodies, 32 headers.
+    pub fn limited() -> Self {
+        Setup {
+            limits: Limits {
+                max_body_bytes: ByteLimit::Bytes(1024 * 1024),
+                max_header_count: 32,
+                ..Limits::default()
+            },
+            ..Setup::main()
+        }
+    }
+}
+
+/// Runs every case against `driver`'s host and returns the report.
+pub async fn run(driver: &dyn Driver) -> Report {
+    let caps = driver.capabilities();
+    let mut report = Report {
+        host: driver.name(),
+        results: Vec::new(),
+    };
+    let cases = cases::all();
+    let (main, limited) = match (
+        driver.start(Setup::main()).await,
+        driver.start(Setup::limited()).await,
+    ) {
+        (Ok(m), Ok(l)) => (m, l),
+        (m, l) => {
+            let why = m
+                .err()
+                .or(l.err())
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            for case in cases {
+                report.results.push((
+                    case.name,
+                    Outcome::Fail(format!("host did not start: {why}")),
+                    Duration::ZERO,
+                ));
+            }
+            return report;
+        }
+    };
+    let ctx = cases::Ctx {
+        host: main.as_ref(),
+        limited: limited.as_ref(),
+        client: client::Client::new(main.addr()),
+        base: BASE,
+    };
+    for case in cases {
+        if let Some(needs) = case.needs {
+            if !needs(&caps) {
+                report.results.push((
+                    case.name,
+                    Outcome::Skip("host lacks the capability"),
+                    Duration::ZERO,
+                ));
+                continue;
+            }
+        }
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(case.timeout, (case.run)(&ctx)).await {
+            Ok(Ok(())) => Outcome::Pass,
+            Ok(Err(why)) => Outcome::Fail(why),
+            Err(_) => Outcome::Fail(format!("did not finish within {:?}", case.timeout)),
+        };
+        report.results.push((case.name, outcome, started.elapsed()));
+    }
+    drop(ctx);
+    main.stop().await;
+    limited.stop().await;
+    report
+}
