@@ -24,6 +24,7 @@ mod request;
 mod server;
 mod signal;
 mod trust;
+mod watchdog;
 
 pub use cidr::{Cidr, InvalidCidr};
 pub use config::HyperConfig;

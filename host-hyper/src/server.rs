@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use kallithea_core::{
     Capabilities, Dispatcher, Host, HostError, PathBase, RunningHost, ShutdownReport,
 };
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::watchdog::{watch_connection, Activity, Drainable, TrackedBody};
 use crate::{HyperConfig, ProxyTrust};
 
 /// How host-hyper serves: protocols, timeouts, mount point and proxy trust.
@@ -79,8 +79,9 @@ impl Server {
         self
     }
 
-    /// How long a client may take to send a request's headers (slow-client
-    /// protection); the connection is closed after that.
+    /// How long a connection may go without a request in progress before it
+    /// delivers a complete request head: slow-header clients (slowloris) and
+    /// idle keep-alive connections are closed after that.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
         self
@@ -264,17 +265,23 @@ pub(crate) struct Shared {
     pub(crate) local: SocketAddr,
 }
 
+/// How many headers hyper parses without a heap allocation.
+const HYPER_STACK_HEADERS: usize = 100;
+
 fn connection_builder(server: &Server, dispatcher: &Dispatcher) -> auto::Builder<TokioExecutor> {
     let limits = dispatcher.limits();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     {
         let mut h1 = builder.http1();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(server.header_read_timeout)
-            // Let the dispatcher answer 431 for anything up to its limits; hyper
-            // refuses beyond them on its own.
-            .max_headers(limits.max_header_count.saturating_add(1))
-            .max_buf_size((limits.max_header_bytes + 64 * 1024).max(400 * 1024));
+        // No hyper timer here: the header read timeout is enforced per
+        // connection by `idle::Activity` (hyper's arms a timer per request).
+        h1.max_buf_size((limits.max_header_bytes + 64 * 1024).max(400 * 1024));
+        // hyper parses up to 100 headers into a stack array and answers 431
+        // beyond; asking for more moves that array to the heap for every
+        // request, so only do it when the limits call for it.
+        if limits.max_header_count > HYPER_STACK_HEADERS {
+            h1.max_headers(limits.max_header_count);
+        }
     }
     if server.http2 {
         let max_list = limits.max_header_bytes + 32 * limits.max_header_count;
@@ -308,7 +315,7 @@ async fn run(
         path_base: server.path_base,
         local,
     });
-    let graceful = GracefulShutdown::new();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tracing::info!(%local, http2 = server.http2, trust = shared.trust.is_some(), "host-hyper listening");
 
@@ -328,18 +335,35 @@ async fn run(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let shared = Arc::clone(&shared);
-                let service = hyper::service::service_fn(move |req| {
-                    let shared = Arc::clone(&shared);
-                    async move { Ok::<_, Infallible>(crate::request::handle(&shared, req, peer).await) }
-                });
+                let activity = Activity::new();
+                let service = {
+                    let (shared, activity) = (Arc::clone(&shared), Arc::clone(&activity));
+                    hyper::service::service_fn(move |req| {
+                        let in_flight = activity.begin();
+                        let shared = Arc::clone(&shared);
+                        async move {
+                            let resp = crate::request::handle(&shared, req, peer).await;
+                            Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, Some(in_flight))))
+                        }
+                    })
+                };
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                connections.spawn(async move {
+                let conn = Drainable::new(conn, Arc::clone(&activity));
+                let (closed_tx, closed_rx) = oneshot::channel::<()>();
+                let task = connections.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
+                    drop(closed_tx);
                 });
+                tokio::spawn(watch_connection(
+                    activity,
+                    server.header_read_timeout,
+                    task,
+                    closed_rx,
+                    shutdown_rx.clone(),
+                    peer,
+                ));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -354,7 +378,12 @@ async fn run(
         drain_secs = drain.as_secs_f64(),
         "draining connections"
     );
-    let aborted = match tokio::time::timeout(drain, graceful.shutdown()).await {
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    let aborted = match drained {
         Ok(()) => 0,
         Err(_) => {
             while connections.try_join_next().is_some() {}

@@ -229,17 +229,18 @@ pub(crate) fn evaluate(
 /// Removes policed headers and `extra` names. With `keep_exact`, a header is
 /// kept when its name is spelled exactly as the policed name (only `_` variants go).
 fn strip(headers: &mut HeaderMap, extra: &[&str], keep_exact: bool) {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            let name = name.as_str();
-            POLICED
-                .iter()
-                .chain(extra)
-                .any(|p| same_cgi_name(name, p) && !(keep_exact && name == *p))
-        })
-        .cloned()
-        .collect();
+    let doomed = |name: &HeaderName| {
+        let name = name.as_str();
+        POLICED
+            .iter()
+            .chain(extra)
+            .any(|p| same_cgi_name(name, p) && !(keep_exact && name == *p))
+    };
+    // Most requests carry none of these: look before allocating.
+    if !headers.keys().any(doomed) {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
     for name in doomed {
         headers.remove(&name);
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use http_body_util::Limited;
 use tower_service::Service;
@@ -104,10 +104,7 @@ impl Dispatcher {
 
     /// Handles one request. The returned future owns everything it needs, never
     /// panics, and always yields a response.
-    pub fn dispatch(
-        &self,
-        req: Request<Body>,
-    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
+    pub fn dispatch(&self, req: Request<Body>) -> DispatchFuture {
         let inner = Arc::clone(&self.inner);
         let id = RequestId::next();
         let span = tracing::info_span!(
@@ -122,17 +119,22 @@ impl Dispatcher {
             span.record("identity", identity.name());
         }
         let fut = async move {
-            let start = std::time::Instant::now();
+            let start = tracing::enabled!(target: "kallithea::access", tracing::Level::INFO)
+                .then(std::time::Instant::now);
             let response = inner.handle(req, id).await;
-            tracing::info!(
-                target: "kallithea::access",
-                status = response.status().as_u16(),
-                elapsed_us = start.elapsed().as_micros() as u64,
-                "response"
-            );
+            if let Some(start) = start {
+                tracing::info!(
+                    target: "kallithea::access",
+                    status = response.status().as_u16(),
+                    elapsed_us = start.elapsed().as_micros() as u64,
+                    "response"
+                );
+            }
             response
         };
-        fut.instrument(span)
+        // Boxed once here, so that the layers above move a pointer rather than
+        // the whole state machine.
+        DispatchFuture(Box::pin(fut.instrument(span)))
     }
 }
 
@@ -157,6 +159,24 @@ impl Dispatcher {
             "request refused by the host"
         );
         finish(plain(status, message), id, req.method == Method::HEAD)
+    }
+}
+
+/// The future of [`Dispatcher::dispatch`]: owns everything it needs, never
+/// panics, and always yields a response.
+pub struct DispatchFuture(BoxFuture<'static, Response<ResponseBody>>);
+
+impl Future for DispatchFuture {
+    type Output = Response<ResponseBody>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for DispatchFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DispatchFuture")
     }
 }
 
@@ -228,10 +248,16 @@ impl Inner {
                     );
                     return finish(resp, id, false);
                 }
-                Body::new(Limited::new(
-                    body,
-                    usize::try_from(max).unwrap_or(usize::MAX),
-                ))
+                match http_body::Body::size_hint(&body).exact() {
+                    // A body of known length within the limit cannot grow past
+                    // it (hosts enforce the announced length), so it needs no
+                    // counting wrapper.
+                    Some(_) => body,
+                    None => Body::new(Limited::new(
+                        body,
+                        usize::try_from(max).unwrap_or(usize::MAX),
+                    )),
+                }
             }
         };
 
@@ -259,6 +285,9 @@ impl Inner {
         }
     }
 }
+
+/// The response header carrying the request id.
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 fn check_headers(headers: &HeaderMap, limits: &Limits) -> Result<(), String> {
     if headers.len() > limits.max_header_count {
@@ -303,9 +332,7 @@ fn internal_error(id: RequestId) -> Response<Body> {
 
 fn finish(resp: Response<Body>, id: RequestId, bodiless_request: bool) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
-    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
-        parts.headers.insert("x-request-id", v);
-    }
+    parts.headers.insert(X_REQUEST_ID, id.header_value());
     let status = parts.status;
     let bodiless = bodiless_request
         || status.is_informational()
@@ -425,6 +452,7 @@ where
 mod tests {
     use super::*;
     use crate::{service_fn, AuthOutcome, AuthScheme, ByteLimit, Identity, User};
+    use http::HeaderValue;
     use http_body_util::BodyExt;
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -15,8 +15,8 @@ use crate::config::{Issues, Validate};
 ///   that grows past it ends with an [`http_body_util::LengthLimitError`] the app
 ///   sees when reading (axum answers 413 for it).
 ///
-/// The defaults follow IIS: a 30 000 000-byte body (`maxAllowedContentLength`),
-/// and room for large Kerberos tickets in headers.
+/// The defaults: a 30 000 000-byte body (IIS's `maxAllowedContentLength`), 100
+/// header fields, and 64 KiB of header bytes (room for large Kerberos tickets).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -32,7 +32,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: ByteLimit::Bytes(30_000_000),
-            max_header_count: 128,
+            max_header_count: 100,
             max_header_bytes: 64 * 1024,
         }
     }

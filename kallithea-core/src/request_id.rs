@@ -40,6 +40,30 @@ fn process_prefix() -> u32 {
     })
 }
 
+impl RequestId {
+    /// The id as a header value, formatted without the `fmt` machinery (it is
+    /// written on every response).
+    pub fn header_value(&self) -> http::HeaderValue {
+        let mut buf = [0u8; 25];
+        let n = self.write_hex(&mut buf);
+        http::HeaderValue::from_bytes(&buf[..n]).expect("hex digits and '-' are valid header bytes")
+    }
+
+    /// Writes `{prefix:08x}-{seq:x}` into `buf`, returning the length.
+    fn write_hex(&self, buf: &mut [u8; 25]) -> usize {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for (i, b) in buf[..8].iter_mut().enumerate() {
+            *b = HEX[((self.prefix >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        buf[8] = b'-';
+        let digits = (16 - self.seq.leading_zeros() / 4).max(1) as usize;
+        for i in 0..digits {
+            buf[9 + i] = HEX[((self.seq >> (4 * (digits - 1 - i))) & 0xf) as usize];
+        }
+        9 + digits
+    }
+}
+
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:08x}-{:x}", self.prefix, self.seq)
@@ -55,6 +79,17 @@ impl fmt::Debug for RequestId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_value_matches_display() {
+        for seq in [0, 1, 0xf, 0x10, 0xdead_beef, u64::MAX] {
+            let id = RequestId {
+                prefix: 0x0012_abcd,
+                seq,
+            };
+            assert_eq!(id.header_value().to_str().unwrap(), id.to_string());
+        }
+    }
 
     #[test]
     fn ids_are_distinct_and_share_the_process_prefix() {
