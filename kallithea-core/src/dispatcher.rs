@@ -44,7 +44,6 @@ use crate::{Body, BoxError, Limits, RequestExt, RequestId};
 /// let dispatcher = Dispatcher::builder(app).build();
 /// let resp = dispatcher.dispatch(http::Request::new(Body::empty())).await;
 /// assert_eq!(resp.status(), 200);
-/// assert!(resp.headers().contains_key("x-request-id"));
 /// assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "hi");
 /// # });
 /// ```
@@ -57,6 +56,7 @@ struct Inner {
     app: Box<dyn ErasedApp>,
     auth: AuthChain,
     limits: Limits,
+    request_id_header: bool,
 }
 
 /// Builds a [`Dispatcher`]; see [`Dispatcher::builder`].
@@ -64,6 +64,7 @@ pub struct DispatcherBuilder {
     app: Box<dyn ErasedApp>,
     auth: AuthChain,
     limits: Limits,
+    request_id_header: bool,
 }
 
 impl Dispatcher {
@@ -81,6 +82,7 @@ impl Dispatcher {
             app: Box::new(App(app)),
             auth: AuthChain::new(),
             limits: Limits::default(),
+            request_id_header: false,
         }
     }
 
@@ -104,7 +106,10 @@ impl Dispatcher {
 
     /// Handles one request. The returned future owns everything it needs, never
     /// panics, and always yields a response.
-    pub fn dispatch(&self, req: Request<Body>) -> DispatchFuture {
+    pub fn dispatch(
+        &self,
+        req: Request<Body>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         let id = RequestId::next();
         let span = tracing::info_span!(
@@ -132,17 +137,15 @@ impl Dispatcher {
             }
             response
         };
-        // Boxed once here, so that the layers above move a pointer rather than
-        // the whole state machine.
-        DispatchFuture(Box::pin(fut.instrument(span)))
+        fut.instrument(span)
     }
 }
 
 impl Dispatcher {
     /// Answers a request the host refuses before dispatching it (a wrong pairing
-    /// secret, a path outside the mount point), with a request id, the
-    /// `x-request-id` header and a log line, like every dispatched response. The
-    /// app is not called; `message` becomes the plain-text body.
+    /// secret, a path outside the mount point), with a request id in the
+    /// `x-request-id` header and a log line. The app is not called; `message`
+    /// becomes the plain-text body.
     pub fn refuse(
         &self,
         req: &http::request::Parts,
@@ -158,25 +161,7 @@ impl Dispatcher {
             reason = message,
             "request refused by the host"
         );
-        finish(plain(status, message), id, req.method == Method::HEAD)
-    }
-}
-
-/// The future of [`Dispatcher::dispatch`]: owns everything it needs, never
-/// panics, and always yields a response.
-pub struct DispatchFuture(BoxFuture<'static, Response<ResponseBody>>);
-
-impl Future for DispatchFuture {
-    type Output = Response<ResponseBody>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
-    }
-}
-
-impl fmt::Debug for DispatchFuture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("DispatchFuture")
+        finish(plain(status, message), id, req.method == Method::HEAD, true)
     }
 }
 
@@ -194,6 +179,16 @@ impl DispatcherBuilder {
         self
     }
 
+    /// Adds the `x-request-id` header to every response. By default only
+    /// responses where a user needs the id to report a problem carry it: 5xx
+    /// responses (the app failed or panicked) and requests the host or the
+    /// limits refused. The id is always in the request's tracing span and in
+    /// [`RequestExt::request_id`].
+    pub fn request_id_on_every_response(mut self, yes: bool) -> Self {
+        self.request_id_header = yes;
+        self
+    }
+
     /// Replaces the whole authentication chain.
     pub fn auth_chain(mut self, chain: AuthChain) -> Self {
         self.auth = chain;
@@ -207,6 +202,7 @@ impl DispatcherBuilder {
                 app: self.app,
                 auth: self.auth,
                 limits: self.limits,
+                request_id_header: self.request_id_header,
             }),
         }
     }
@@ -230,7 +226,7 @@ impl Inner {
         if let Err(message) = check_headers(&parts.headers, &self.limits) {
             tracing::info!(%message, "request headers over the limit");
             let resp = plain(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, &message);
-            return finish(resp, id, false);
+            return finish(resp, id, false, true);
         }
         let body = match self.limits.max_body_bytes.get() {
             None => body,
@@ -246,7 +242,7 @@ impl Inner {
                             "request body of {announced} bytes exceeds the limit of {max} bytes"
                         ),
                     );
-                    return finish(resp, id, false);
+                    return finish(resp, id, false, true);
                 }
                 match http_body::Body::size_hint(&body).exact() {
                     // A body of known length within the limit cannot grow past
@@ -273,14 +269,17 @@ impl Inner {
         .await;
 
         match outcome {
-            Ok(Ok(resp)) => finish(resp, id, bodiless_request),
+            Ok(Ok(resp)) => {
+                let tag = self.request_id_header || resp.status().is_server_error();
+                finish(resp, id, bodiless_request, tag)
+            }
             Ok(Err(error)) => {
                 tracing::error!(request_id = %id, error = %error, "app returned an error");
-                finish(internal_error(id), id, false)
+                finish(internal_error(id), id, false, true)
             }
             Err(message) => {
                 tracing::error!(target: "kallithea::panic", request_id = %id, panic = %message, "app panicked");
-                finish(internal_error(id), id, false)
+                finish(internal_error(id), id, false, true)
             }
         }
     }
@@ -330,9 +329,18 @@ fn internal_error(id: RequestId) -> Response<Body> {
     )
 }
 
-fn finish(resp: Response<Body>, id: RequestId, bodiless_request: bool) -> Response<ResponseBody> {
+/// Turns a response into what hosts write: adds `x-request-id` when `tag_id`,
+/// and drops the body where HTTP forbids one.
+fn finish(
+    resp: Response<Body>,
+    id: RequestId,
+    bodiless_request: bool,
+    tag_id: bool,
+) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
-    parts.headers.insert(X_REQUEST_ID, id.header_value());
+    if tag_id {
+        parts.headers.insert(X_REQUEST_ID, id.header_value());
+    }
     let status = parts.status;
     let bodiless = bodiless_request
         || status.is_informational()
@@ -517,6 +525,28 @@ mod tests {
         assert_eq!(resp.status(), 200);
         let err = resp.into_body().collect().await.unwrap_err();
         assert!(err.is::<BodyPanicked>(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn request_id_header_is_on_errors_by_default_and_everywhere_on_request() {
+        let app = service_fn(|_| async { Ok::<_, Infallible>(Response::new(Body::from("ok"))) });
+        let quiet = Dispatcher::new(app);
+        assert!(!quiet
+            .dispatch(req("/"))
+            .await
+            .headers()
+            .contains_key(X_REQUEST_ID));
+        let loud = Dispatcher::builder(app)
+            .request_id_on_every_response(true)
+            .build();
+        assert!(loud
+            .dispatch(req("/"))
+            .await
+            .headers()
+            .contains_key(X_REQUEST_ID));
+        let (parts, _) = req("/").into_parts();
+        let refused = quiet.refuse(&parts, StatusCode::BAD_REQUEST, "no");
+        assert!(refused.headers().contains_key(X_REQUEST_ID));
     }
 
     #[tokio::test]

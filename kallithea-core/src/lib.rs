@@ -29,9 +29,7 @@ pub mod config;
 pub use auth::{AuthChain, AuthOutcome, AuthPlugin, BoxFuture, Rejection};
 pub use body::{Body, BodyClosed, BodySender, IncompleteBody};
 pub use connection::ConnectionInfo;
-pub use dispatcher::{
-    BodyPanicked, DispatchFuture, Dispatcher, DispatcherBuilder, ResponseBody, X_REQUEST_ID,
-};
+pub use dispatcher::{BodyPanicked, Dispatcher, DispatcherBuilder, ResponseBody, X_REQUEST_ID};
 pub use ext::RequestExt;
 pub use guard::panic_message;
 pub use host::{Capabilities, Host, HostError, RunningHost, ShutdownReport};

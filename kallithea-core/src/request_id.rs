@@ -6,8 +6,9 @@ use std::sync::OnceLock;
 
 /// An identifier unique to one request within the process and, with high
 /// probability, across worker processes: a per-process prefix and a counter.
-/// It appears in the request's tracing span, in the `x-request-id` response
-/// header and in the body of the 500 page a panic produces.
+/// It appears in the request's tracing span, in the request extensions, in the
+/// `x-request-id` header of error responses and in the body of the 500 page a
+/// panic produces.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestId {
     prefix: u32,

@@ -74,9 +74,11 @@ fn parse_args() -> Result<Options, String> {
             "--rounds" => o.rounds = num("--rounds")? as usize,
             "--connections" => o.connections = num("--connections")? as usize,
             "--requests" => o.requests = Some(num("--requests")?),
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown argument {other:?} (use --seconds, --rounds, --connections, --requests)"
-            )),
+            ))
+            }
         }
     }
     Ok(o)
