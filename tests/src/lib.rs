@@ -58,9 +58,12 @@ impl Report {
             .any(|(_, o, _)| matches!(o, Outcome::Fail(_)))
     }
 
-    /// Prints the per-case pass/fail table.
+    /// Prints the per-case pass/fail table to standard error, straight to the
+    /// stream so that the test harness's output capture does not hide it.
     pub fn print(&self) {
-        println!("\nconformance suite — host: {}", self.host);
+        use std::io::Write;
+        let mut out = std::io::stderr().lock();
+        let _ = writeln!(out, "\nconformance suite — host: {}", self.host);
         let width = self
             .results
             .iter()
@@ -73,16 +76,19 @@ impl Report {
                 Outcome::Fail(why) => ("FAIL", format!("  {why}")),
                 Outcome::Skip(why) => ("skip", format!("  {why}")),
             };
-            println!(
+            let _ = writeln!(
+                out,
                 "  {name:<width$}  {word}  {:>7.1} ms{why}",
                 took.as_secs_f64() * 1000.0
             );
         }
         let count = |f: fn(&Outcome) -> bool| self.results.iter().filter(|(_, o, _)| f(o)).count();
-        println!(
-            "{}: {} passed, {} failed, {} skipped",
-            self.host,
+        let _ = writeln!(
+            out,
+            "{} of {} cases passed on {} ({} failed, {} skipped)",
             count(|o| *o == Outcome::Pass),
+            self.results.len(),
+            self.host,
             count(|o| matches!(o, Outcome::Fail(_))),
             count(|o| matches!(o, Outcome::Skip(_))),
         );

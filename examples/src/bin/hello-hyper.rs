@@ -75,11 +75,13 @@ async fn main() -> ExitCode {
     let dispatcher = Dispatcher::builder(app())
         .limits(cfg.limits.clone())
         .build();
+    let addr = listener.local_addr().map_or(cfg.listen, |a| a);
+    println!("hello-hyper: serving on http://{addr} (Ctrl-C to stop)");
+    let report = Server::from_config(&cfg).serve(listener, dispatcher).await;
     println!(
-        "hello-hyper: serving on http://{} (Ctrl-C to stop)",
-        cfg.listen
+        "hello-hyper: stopped ({} connections open at shutdown, {} ended at the drain deadline)",
+        report.in_flight, report.aborted
     );
-    Server::from_config(&cfg).serve(listener, dispatcher).await;
     ExitCode::SUCCESS
 }
 
