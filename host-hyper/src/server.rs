@@ -118,6 +118,9 @@ impl Server {
 
     /// Starts serving in the background on the current tokio runtime and returns
     /// a handle to stop it.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
     pub fn start(
         self,
         listener: TcpListener,

@@ -1,12 +1,13 @@
 //! The virtual directory an app is mounted at.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The path prefix the app is mounted at: an IIS virtual directory such as
 /// `/portal`, or the empty base for an app at the site root.
 ///
 /// The app still sees the full request path (`/portal/users/1`); the base lets it
-/// build links that stay inside its mount point.
+/// build links that stay inside its mount point. Cloning is cheap (shared).
 ///
 /// ```
 /// use kallithea_core::PathBase;
@@ -17,7 +18,7 @@ use std::fmt;
 /// assert_eq!(base.link("/users"), "/portal/users");
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PathBase(String);
+pub struct PathBase(Option<Arc<str>>);
 
 /// A path base that is not an absolute path.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub struct InvalidPathBase(pub String);
 impl PathBase {
     /// The base of an app mounted at the site root.
     pub const fn root() -> Self {
-        PathBase(String::new())
+        PathBase(None)
     }
 
     /// Parses a base; a trailing `/` is dropped, and `/` alone means the root.
@@ -41,31 +42,32 @@ impl PathBase {
         if bad(base) {
             return Err(InvalidPathBase(base.to_owned()));
         }
-        Ok(PathBase(base.trim_end_matches('/').to_owned()))
+        let base = base.trim_end_matches('/');
+        Ok(PathBase((!base.is_empty()).then(|| Arc::from(base))))
     }
 
     /// The base without a trailing slash; empty for the root.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_deref().unwrap_or("")
     }
 
     /// Whether the app is mounted at the root.
     pub fn is_root(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_none()
     }
 
     /// The part of `path` below the base, or `None` if `path` is outside it.
     /// Segments match whole and ASCII case-insensitively, as IIS matches virtual
     /// directories.
     pub fn strip<'p>(&self, path: &'p str) -> Option<&'p str> {
-        if self.0.is_empty() {
+        let Some(base) = self.0.as_deref() else {
             return Some(path);
-        }
-        let head = path.get(..self.0.len())?;
-        if !head.eq_ignore_ascii_case(&self.0) {
+        };
+        let head = path.get(..base.len())?;
+        if !head.eq_ignore_ascii_case(base) {
             return None;
         }
-        let rest = &path[self.0.len()..];
+        let rest = &path[base.len()..];
         if rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') {
             Some(rest)
         } else {
@@ -76,7 +78,7 @@ impl PathBase {
     /// A link to `path` (relative to the app) inside the mount point.
     pub fn link(&self, path: &str) -> String {
         let path = path.trim_start_matches('/');
-        format!("{}/{}", self.0, path)
+        format!("{}/{}", self.as_str(), path)
     }
 }
 
@@ -89,7 +91,7 @@ impl<'de> serde::Deserialize<'de> for PathBase {
 
 impl fmt::Display for PathBase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "/" } else { &self.0 })
+        f.write_str(self.0.as_deref().unwrap_or("/"))
     }
 }
 

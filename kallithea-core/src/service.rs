@@ -1,6 +1,5 @@
 //! A minimal way to write an app without a router framework.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::task::{Context, Poll};
 
@@ -44,6 +43,3 @@ where
         (self.0)(req)
     }
 }
-
-/// The error type of apps that cannot fail.
-pub type NeverFails = Infallible;
