@@ -32,21 +32,11 @@ pub use server::{HyperHost, RunningServer, Serve, Server};
 pub use signal::shutdown_signal;
 pub use trust::{ProxyTrust, DEFAULT_IDENTITY_HEADER, DEFAULT_SECRET_HEADER, MIN_SECRET_LEN};
 
-use bytes::Bytes;
-use http::{Request, Response};
-use kallithea_core::{Body, BoxError, Dispatcher};
+use kallithea_core::{App, Dispatcher};
 use tokio::net::TcpListener;
-use tower_service::Service;
 
 /// Serves `app` on `listener` with the default [`Server`] settings and a default
 /// [`Dispatcher`] until Ctrl-C or SIGTERM, then drains in-flight requests.
-pub fn serve<S, B>(listener: TcpListener, app: S) -> Serve
-where
-    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+pub fn serve(listener: TcpListener, app: impl App) -> Serve {
     Server::new().serve(listener, Dispatcher::new(app))
 }

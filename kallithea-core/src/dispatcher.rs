@@ -1,7 +1,7 @@
 //! The dispatcher every host calls for every request.
 
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,12 +10,11 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use http_body_util::Limited;
-use tower_service::Service;
 use tracing::Instrument;
 
-use crate::auth::{AuthChain, AuthPlugin, BoxFuture, Rejection};
+use crate::auth::{AuthChain, AuthPlugin, Rejection};
 use crate::guard::{panic_message, CatchUnwind};
-use crate::{Body, BoxError, Limits, RequestExt, RequestId};
+use crate::{App, Body, BoxError, Limits, RequestExt, RequestId};
 
 /// Runs one app behind any host: every host adapter turns its native request
 /// into an `http::Request<Body>`, calls [`Dispatcher::dispatch`], and writes the
@@ -53,7 +52,7 @@ pub struct Dispatcher {
 }
 
 struct Inner {
-    app: Box<dyn ErasedApp>,
+    app: Box<dyn App>,
     auth: AuthChain,
     limits: Limits,
     request_id_header: bool,
@@ -61,7 +60,7 @@ struct Inner {
 
 /// Builds a [`Dispatcher`]; see [`Dispatcher::builder`].
 pub struct DispatcherBuilder {
-    app: Box<dyn ErasedApp>,
+    app: Box<dyn App>,
     auth: AuthChain,
     limits: Limits,
     request_id_header: bool,
@@ -70,16 +69,9 @@ pub struct DispatcherBuilder {
 impl Dispatcher {
     /// Starts building a dispatcher for `app`, with default [`Limits`] and no
     /// authentication plugin.
-    pub fn builder<S, B>(app: S) -> DispatcherBuilder
-    where
-        S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub fn builder(app: impl App) -> DispatcherBuilder {
         DispatcherBuilder {
-            app: Box::new(App(app)),
+            app: Box::new(app),
             auth: AuthChain::new(),
             limits: Limits::default(),
             request_id_header: false,
@@ -87,14 +79,7 @@ impl Dispatcher {
     }
 
     /// A dispatcher for `app` with the defaults.
-    pub fn new<S, B>(app: S) -> Self
-    where
-        S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub fn new(app: impl App) -> Self {
         Self::builder(app).build()
     }
 
@@ -264,7 +249,7 @@ impl Inner {
             if let Some(user) = parts.user() {
                 tracing::Span::current().record("user", user.username.as_str());
             }
-            self.app.call(Request::from_parts(parts, body)).await
+            self.app.call_boxed(Request::from_parts(parts, body)).await
         })
         .await;
 
@@ -432,34 +417,10 @@ impl http_body::Body for ResponseBody {
     }
 }
 
-trait ErasedApp: Send + Sync + 'static {
-    fn call(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, BoxError>>;
-}
-
-struct App<S>(S);
-
-impl<S, B> ErasedApp for App<S>
-where
-    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    fn call(&self, req: Request<Body>) -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
-        let mut svc = self.0.clone();
-        Box::pin(async move {
-            poll_fn(|cx| svc.poll_ready(cx)).await.map_err(Into::into)?;
-            let resp = svc.call(req).await.map_err(Into::into)?;
-            Ok(resp.map(Body::new))
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{service_fn, AuthOutcome, AuthScheme, ByteLimit, Identity, User};
+    use crate::{service_fn, AuthOutcome, AuthScheme, BoxFuture, ByteLimit, Identity, User};
     use http::HeaderValue;
     use http_body_util::BodyExt;
     use std::convert::Infallible;

@@ -38,7 +38,7 @@ pub use identity::{AuthScheme, Identity, IdentitySource};
 pub use limits::{ByteLimit, Limits};
 pub use path_base::{InvalidPathBase, PathBase};
 pub use request_id::RequestId;
-pub use service::{service_fn, ServiceFn};
+pub use service::{service_fn, App, ServiceFn};
 pub use user::User;
 
 /// The boxed error type of bodies and apps.
