@@ -41,6 +41,7 @@ pub(crate) async fn handle(
         remote: forwarded.client.unwrap_or(peer),
         local: shared.local,
         secure: forwarded.secure.unwrap_or(false),
+        proxy: forwarded.proxy,
     });
     if let Some(identity) = forwarded.identity {
         parts.extensions.insert(identity);

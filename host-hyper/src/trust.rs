@@ -157,6 +157,8 @@ pub(crate) struct Forwarded {
     pub client: Option<SocketAddr>,
     /// Whether the paired proxy reported HTTPS on the client's leg.
     pub secure: Option<bool>,
+    /// The paired proxy, when the request passed the trust check.
+    pub proxy: Option<IpAddr>,
 }
 
 /// Applies the trust rule to a request's headers: removes what must not be
@@ -199,7 +201,10 @@ pub(crate) fn evaluate(
     strip(headers, &[secret_header, identity_header], true);
     headers.remove(&trust.secret_header);
 
-    let mut forwarded = Forwarded::default();
+    let mut forwarded = Forwarded {
+        proxy: Some(peer),
+        ..Forwarded::default()
+    };
     let mut names = headers.get_all(&trust.identity_header).iter();
     if let Some(value) = names.next() {
         if names.next().is_some() {
@@ -327,6 +332,7 @@ mod tests {
         );
         assert_eq!(f.client, Some("198.51.100.2:4431".parse().unwrap()));
         assert_eq!(f.secure, Some(true));
+        assert_eq!(f.proxy, Some(PROXY));
         assert!(
             !h.contains_key("x-kallithea-pairing"),
             "the secret must not reach the app"

@@ -1,6 +1,6 @@
 //! Facts about the client connection.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The connection a request arrived on, as the host saw it.
 ///
@@ -15,4 +15,8 @@ pub struct ConnectionInfo {
     pub local: SocketAddr,
     /// Whether the client's connection is encrypted (HTTPS).
     pub secure: bool,
+    /// The paired front proxy the request came through, when the host verified
+    /// one (host-hyper's trust mode: a listed address *and* the pairing
+    /// secret). Plugins believe proxy-supplied headers only when this is set.
+    pub proxy: Option<IpAddr>,
 }

@@ -33,7 +33,11 @@ fn app(calls: Arc<AtomicUsize>) -> Dispatcher {
             let who = req
                 .identity()
                 .map_or("none".to_owned(), |i| i.name().to_owned());
-            let text = format!("remote={} secure={} identity={who}", c.remote, c.secure);
+            let proxy = c.proxy.map_or("none".to_owned(), |p| p.to_string());
+            let text = format!(
+                "remote={} secure={} proxy={proxy} identity={who}",
+                c.remote, c.secure
+            );
             Ok::<_, Infallible>(Response::new(Body::from(text)))
         }
     }))
@@ -202,10 +206,13 @@ async fn paired_proxy_reports_the_client_address_and_scheme_strangers_cannot() {
     )
     .await
     .unwrap();
-    assert!(body.contains("remote=198.51.100.7:0 secure=true"), "{body}");
+    assert!(
+        body.contains("remote=198.51.100.7:0 secure=true proxy=127.0.0.1"),
+        "{body}"
+    );
     let (_, body) = get(server.local_addr(), "/", forwarded).await.unwrap();
     assert!(
-        body.contains("remote=127.0.0.1:") && body.contains("secure=false"),
+        body.contains("remote=127.0.0.1:") && body.contains("secure=false proxy=none"),
         "{body}"
     );
     server.shutdown(Duration::from_secs(1)).await;
