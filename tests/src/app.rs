@@ -126,7 +126,12 @@ async fn echo(req: Request<Body>) -> Response<Body> {
         }
         None => line("identity", "none"),
     }
-    line("user", parts.user().map_or("none", |u| u.username.as_str()));
+    line(
+        "user",
+        &parts
+            .user()
+            .map_or("none".to_owned(), |u| escape(u.username.as_bytes())),
+    );
     if let Some(c) = parts.connection_info() {
         line("remote", &c.remote.to_string());
         line("secure", &c.secure.to_string());

@@ -20,6 +20,8 @@ pub struct Ctx<'a> {
     pub host: &'a dyn RunningApp,
     /// An instance with small limits (1 MiB body, 32 headers), same mount.
     pub limited: &'a dyn RunningApp,
+    /// An instance with auth-container in front ([`crate::container_settings`]).
+    pub authed: &'a dyn RunningApp,
     /// A client for the main instance.
     pub client: Client,
     /// The path base both instances are mounted at.
@@ -152,6 +154,22 @@ pub fn all() -> Vec<Case> {
         ),
         case("body_over_the_limit_gives_413", |c| Box::pin(body_limit(c))),
         case("too_many_headers_give_431", |c| Box::pin(header_limit(c))),
+        Case {
+            needs: Some(|caps| caps.identity),
+            ..case(
+                "container_auth_turns_the_host_identity_into_a_clean_user",
+                |c| Box::pin(container_user(c)),
+            )
+        },
+        case("container_auth_refuses_requests_without_identity", |c| {
+            Box::pin(container_no_identity(c))
+        }),
+        Case {
+            needs: Some(|caps| caps.identity),
+            ..case("container_auth_refuses_foreign_domains", |c| {
+                Box::pin(container_foreign(c))
+            })
+        },
         Case {
             needs: Some(|caps| caps.http2_cleartext),
             ..case("http2_prior_knowledge_serves_requests", |c| {
@@ -924,6 +942,75 @@ async fn http2(c: &Ctx<'_>) -> CaseResult {
         r.get("body_bytes") == "7",
         "the app saw {} body bytes",
         r.get("body_bytes")
+    );
+    Ok(())
+}
+
+async fn authed_get(
+    c: &Ctx<'_>,
+    user: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Result<crate::client::Full, String> {
+    let client = Client::new(c.authed.addr());
+    let mut req = client.request("GET", &c.path("/echo"));
+    if let Some(user) = user {
+        req = with_headers(req, c.authed.identity_headers(user));
+    }
+    for (n, v) in extra {
+        req = req.header(*n, *v);
+    }
+    client.fetch(req.body(Body::empty()).unwrap()).await
+}
+
+async fn container_user(c: &Ctx<'_>) -> CaseResult {
+    for (identity, user) in [
+        ("EXAMPLE\\Alice", "alice"),
+        ("alice@EXAMPLE.TEST", "alice"),
+        ("EXAMPLE\\Jörg", "jörg"),
+    ] {
+        let resp = authed_get(c, Some(identity), &[]).await?;
+        check!(
+            resp.status == 200,
+            "{identity} answered {}: {}",
+            resp.status,
+            resp.text()
+        );
+        let r = Report::parse(&resp.body);
+        let want = escape(user.as_bytes());
+        check!(
+            r.get("user") == want,
+            "{identity} became user {}, expected {want}",
+            r.get("user")
+        );
+    }
+    Ok(())
+}
+
+async fn container_no_identity(c: &Ctx<'_>) -> CaseResult {
+    let resp = authed_get(c, None, &[]).await?;
+    check!(resp.status == 401, "no identity answered {}", resp.status);
+    let spoofed = [
+        ("remote-user", "EXAMPLE\\mallory"),
+        ("x-forwarded-user", "mallory"),
+        ("x-kallithea-user", "mallory"),
+    ];
+    let resp = authed_get(c, None, &spoofed).await?;
+    check!(
+        resp.status == 401,
+        "spoofed identity headers answered {}: {}",
+        resp.status,
+        resp.text()
+    );
+    Ok(())
+}
+
+async fn container_foreign(c: &Ctx<'_>) -> CaseResult {
+    let resp = authed_get(c, Some("PARTNER\\alice"), &[]).await?;
+    check!(
+        resp.status == 403,
+        "a foreign domain answered {}: {}",
+        resp.status,
+        resp.text()
     );
     Ok(())
 }

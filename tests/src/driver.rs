@@ -12,10 +12,13 @@ pub struct Setup {
     pub limits: Limits,
     /// Where the app is mounted (an IIS virtual directory, host-hyper's path base).
     pub path_base: PathBase,
+    /// Put auth-container in front of the app, with its SQLite store at this
+    /// path (see [`crate::dispatcher`]).
+    pub container_auth: Option<std::path::PathBuf>,
 }
 
-/// Starts instances of one host serving the conformance app
-/// ([`crate::app`]), and tells the suite how to reach and probe them.
+/// Starts instances of one host serving the conformance app through
+/// [`crate::dispatcher`], and tells the suite how to reach and probe them.
 pub trait Driver: Send + Sync {
     /// The host's name in the report.
     fn name(&self) -> String;

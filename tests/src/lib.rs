@@ -101,6 +101,16 @@ impl Setup {
         Setup {
             limits: Limits::default().unlimited_body(),
             path_base: PathBase::new(BASE).expect("BASE is a valid path base"),
+            container_auth: None,
+        }
+    }
+
+    /// The instance for the identity cases with auth-container in front, its
+    /// store in `store`.
+    pub fn container_auth(store: std::path::PathBuf) -> Self {
+        Setup {
+            container_auth: Some(store),
+            ..Setup::main()
         }
     }
 
@@ -117,6 +127,37 @@ impl Setup {
     }
 }
 
+/// The settings auth-container runs with in the suite: identities of the
+/// `EXAMPLE` domain (or realm `EXAMPLE.TEST`) only, anonymous access off,
+/// automatic activation.
+pub fn container_settings() -> auth_container::Settings {
+    auth_container::Settings {
+        allowed_domains: vec!["EXAMPLE".into()],
+        allowed_realms: vec!["EXAMPLE.TEST".into()],
+        ..auth_container::Settings::default()
+    }
+}
+
+/// The dispatcher every driver serves: [`app`] with the setup's limits and,
+/// when asked, auth-container in front.
+pub fn dispatcher(setup: &Setup) -> Result<kallithea_core::Dispatcher, kallithea_core::BoxError> {
+    let builder = kallithea_core::Dispatcher::builder(app()).limits(setup.limits.clone());
+    Ok(match &setup.container_auth {
+        None => builder.build(),
+        Some(store) => {
+            let settings = container_settings();
+            let store = auth_container::SqliteDirectory::open(store)?;
+            let directory = std::sync::Arc::new(auth_container::CachedDirectory::new(
+                store,
+                settings.cache_ttl,
+            ));
+            builder
+                .auth(auth_container::AuthContainer::new(settings, directory))
+                .build()
+        }
+    })
+}
+
 /// Runs every case against `driver`'s host and returns the report.
 pub async fn run(driver: &dyn Driver) -> Report {
     let caps = driver.capabilities();
@@ -125,15 +166,21 @@ pub async fn run(driver: &dyn Driver) -> Report {
         results: Vec::new(),
     };
     let cases = cases::all();
-    let (main, limited) = match (
+    let store_dir =
+        std::env::temp_dir().join(format!("kallithea-conformance-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store_dir);
+    let store = store_dir.join("users.sqlite3");
+    let (main, limited, authed) = match (
         driver.start(Setup::main()).await,
         driver.start(Setup::limited()).await,
+        driver.start(Setup::container_auth(store)).await,
     ) {
-        (Ok(m), Ok(l)) => (m, l),
-        (m, l) => {
+        (Ok(m), Ok(l), Ok(a)) => (m, l, a),
+        (m, l, a) => {
             let why = m
                 .err()
                 .or(l.err())
+                .or(a.err())
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             for case in cases {
@@ -149,6 +196,7 @@ pub async fn run(driver: &dyn Driver) -> Report {
     let ctx = cases::Ctx {
         host: main.as_ref(),
         limited: limited.as_ref(),
+        authed: authed.as_ref(),
         client: client::Client::new(main.addr()),
         base: BASE,
     };
@@ -174,5 +222,7 @@ pub async fn run(driver: &dyn Driver) -> Report {
     drop(ctx);
     main.stop().await;
     limited.stop().await;
+    authed.stop().await;
+    let _ = std::fs::remove_dir_all(&store_dir);
     report
 }

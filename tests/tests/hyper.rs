@@ -7,7 +7,7 @@ use std::time::Duration;
 use host_hyper::{ProxyTrust, RunningServer, Server};
 use http::{HeaderName, HeaderValue};
 use kallithea_conformance::{Driver, RunningApp, Setup};
-use kallithea_core::{BoxError, BoxFuture, Capabilities, Dispatcher};
+use kallithea_core::{BoxError, BoxFuture, Capabilities};
 
 const SECRET: &str = "conformance-pairing-secret-0123456789";
 
@@ -33,9 +33,7 @@ impl Driver for HyperDriver {
     fn start(&self, setup: Setup) -> BoxFuture<'_, Result<Box<dyn RunningApp>, BoxError>> {
         Box::pin(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let dispatcher = Dispatcher::builder(kallithea_conformance::app())
-                .limits(setup.limits)
-                .build();
+            let dispatcher = kallithea_conformance::dispatcher(&setup)?;
             let trust = ProxyTrust::new(vec!["127.0.0.1/32".parse()?], SECRET);
             let server = Server::new()
                 .path_base(setup.path_base)
