@@ -1,6 +1,6 @@
 //! The authentication plugin.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use http::request::Parts;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -28,7 +28,7 @@ pub const NAME: &str = "container";
 ///    over an account of the same name; an inactive user gets a 403 page
 ///    saying the account awaits activation.
 pub struct AuthContainer<D> {
-    settings: Settings,
+    settings: RwLock<Arc<Settings>>,
     directory: Arc<CachedDirectory<D>>,
 }
 
@@ -37,14 +37,31 @@ impl<D: UserDirectory> AuthContainer<D> {
     /// admin pages so their changes invalidate the cache).
     pub fn new(settings: Settings, directory: Arc<CachedDirectory<D>>) -> Self {
         AuthContainer {
-            settings,
+            settings: RwLock::new(Arc::new(settings)),
             directory,
         }
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<Settings> {
+        Arc::clone(&self.settings.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replaces the settings (admin pages change them at run time); the next
+    /// request uses them. Invalid settings are refused with their problems,
+    /// and the old ones stay.
+    pub fn set_settings(
+        &self,
+        settings: Settings,
+    ) -> Result<(), Vec<kallithea_core::config::Issue>> {
+        let mut issues = kallithea_core::config::Issues::default();
+        kallithea_core::config::Validate::validate(&settings, &mut issues);
+        if !issues.is_empty() {
+            return Err(issues.list().to_vec());
+        }
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
+        tracing::info!("container authentication settings changed");
+        Ok(())
     }
 
     /// The directory.
@@ -53,7 +70,11 @@ impl<D: UserDirectory> AuthContainer<D> {
     }
 
     async fn decide(&self, req: &Parts) -> AuthOutcome {
-        let claim = match source::claimed(req, &self.settings) {
+        let settings = self.settings();
+        if !settings.enabled {
+            return AuthOutcome::NotMine;
+        }
+        let claim = match source::claimed(req, &settings) {
             Ok(c) => c,
             Err(why) => {
                 tracing::warn!(reason = %why, "container authentication: refusing ambiguous proxy headers");
@@ -61,7 +82,7 @@ impl<D: UserDirectory> AuthContainer<D> {
             }
         };
         let Some(raw) = claim.name else {
-            if self.settings.anonymous {
+            if settings.anonymous {
                 return AuthOutcome::Authenticated(User::anonymous(NAME));
             }
             return reject(
@@ -69,7 +90,7 @@ impl<D: UserDirectory> AuthContainer<D> {
                 "Authentication required: the server did not report an authenticated user",
             );
         };
-        let username = match clean_username(&raw, &self.settings) {
+        let username = match clean_username(&raw, &settings) {
             Ok(n) => n,
             Err(why) => {
                 tracing::warn!(identity = ?raw, reason = %why, "container authentication: identity refused");
@@ -78,7 +99,7 @@ impl<D: UserDirectory> AuthContainer<D> {
         };
 
         let user = match self
-            .resolve_or_create(&username, &raw, &claim.attributes)
+            .resolve_or_create(&username, &raw, &claim.attributes, settings.activation)
             .await
         {
             Ok(u) => u,
@@ -123,6 +144,7 @@ impl<D: UserDirectory> AuthContainer<D> {
         username: &str,
         raw: &str,
         attributes: &crate::Attributes,
+        activation: Activation,
     ) -> Result<Arc<StoredUser>, DirectoryError> {
         if let Some(user) = self.directory.resolve(username).await? {
             if user.extern_type.as_deref() == Some(CONTAINER)
@@ -142,7 +164,7 @@ impl<D: UserDirectory> AuthContainer<D> {
             .create(NewUser {
                 username: username.to_owned(),
                 attributes: attributes.clone(),
-                active: self.settings.activation == Activation::Automatic,
+                active: activation == Activation::Automatic,
                 admin: false,
                 extern_type: Some(CONTAINER.to_owned()),
                 extern_name: Some(raw.to_owned()),

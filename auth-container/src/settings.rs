@@ -29,6 +29,10 @@ pub enum Activation {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Whether the plugin authenticates at all; when off it says nothing about
+    /// any request (the next plugin, or no user).
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Where the user name comes from: the host variable of this name (IIS's
     /// `REMOTE_USER`, `LOGON_USER`…) when the host supplies it, otherwise the
     /// identity the host authenticated. Never a client header.
@@ -100,6 +104,7 @@ fn default_cache_ttl() -> Duration {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            enabled: true,
             header: default_header(),
             fallback_header: None,
             clean_username: true,

@@ -14,7 +14,8 @@ use auth_container::{
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use kallithea_core::{
-    service_fn, AuthScheme, Body, ConnectionInfo, Dispatcher, HostVariables, Identity, RequestExt,
+    service_fn, AuthPlugin, AuthScheme, Body, ConnectionInfo, Dispatcher, HostVariables, Identity,
+    RequestExt,
 };
 
 /// A SQLite file in a fresh temporary folder, removed on drop.
@@ -42,6 +43,7 @@ impl Drop for TempStore {
 
 struct Fixture {
     dispatcher: Dispatcher,
+    plugin: Arc<AuthContainer<SqliteDirectory>>,
     directory: Arc<CachedDirectory<SqliteDirectory>>,
     _store: TempStore,
 }
@@ -52,17 +54,22 @@ fn fixture(settings: Settings) -> Fixture {
     let directory = Arc::new(CachedDirectory::new(sqlite, settings.cache_ttl));
     let plugin = AuthContainer::new(settings, Arc::clone(&directory));
     let app = service_fn(|req: Request<Body>| async move {
-        let u = req.user().expect("the plugin sets a user or rejects");
-        let text = format!(
-            "user={} anonymous={} email={}",
-            u.username,
-            u.anonymous,
-            u.email.as_deref().unwrap_or("-")
-        );
+        let text = match req.user() {
+            Some(u) => format!(
+                "user={} anonymous={} email={}",
+                u.username,
+                u.anonymous,
+                u.email.as_deref().unwrap_or("-")
+            ),
+            None => "user=none".to_owned(),
+        };
         Ok::<_, Infallible>(Response::new(Body::from(text)))
     });
+    let plugin = Arc::new(plugin);
+    let shared = Arc::clone(&plugin);
     Fixture {
-        dispatcher: Dispatcher::builder(app).auth(plugin).build(),
+        dispatcher: Dispatcher::builder(app).auth(shared).build(),
+        plugin,
         directory,
         _store: store,
     }
@@ -385,4 +392,39 @@ async fn cache_entries_expire_so_other_processes_changes_are_seen() {
     other.set_active("ivan", false).await.unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
     assert_eq!(f.as_user("EXAMPLE\\ivan").await.0, 403);
+}
+
+#[tokio::test]
+async fn settings_changed_at_run_time_apply_to_the_next_request() {
+    let f = fixture(Settings::default());
+    assert_eq!(f.send(Req::default()).await.0, 401);
+    let mut s = (*f.plugin.settings()).clone();
+    s.anonymous = true;
+    f.plugin.set_settings(s.clone()).unwrap();
+    assert_eq!(
+        f.send(Req::default()).await.0,
+        200,
+        "anonymous access now on"
+    );
+
+    s.max_username_length = 0;
+    assert!(
+        f.plugin.set_settings(s).is_err(),
+        "invalid settings are refused"
+    );
+    assert!(
+        f.plugin.settings().max_username_length > 0,
+        "the old settings stay"
+    );
+
+    let mut off = (*f.plugin.settings()).clone();
+    off.enabled = false;
+    f.plugin.set_settings(off).unwrap();
+    let (status, body) = f.as_user("EXAMPLE\\kim").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "user=none"),
+        "a disabled plugin decides nothing"
+    );
+    assert!(f.directory.list().await.unwrap().is_empty());
 }

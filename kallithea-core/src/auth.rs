@@ -108,6 +108,18 @@ pub trait AuthPlugin: Send + Sync + 'static {
     fn authenticate<'a>(&'a self, req: &'a Parts) -> BoxFuture<'a, AuthOutcome>;
 }
 
+/// A shared plugin is a plugin: keep an `Arc` to change its settings at run
+/// time while the dispatcher runs it.
+impl<P: AuthPlugin> AuthPlugin for Arc<P> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn authenticate<'a>(&'a self, req: &'a Parts) -> BoxFuture<'a, AuthOutcome> {
+        (**self).authenticate(req)
+    }
+}
+
 /// The ordered list of enabled plugins.
 #[derive(Clone, Default)]
 pub struct AuthChain {
