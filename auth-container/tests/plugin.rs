@@ -14,8 +14,7 @@ use auth_container::{
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use kallithea_core::{
-    service_fn, AuthPlugin, AuthScheme, Body, ConnectionInfo, Dispatcher, HostVariables, Identity,
-    RequestExt,
+    service_fn, AuthScheme, Body, ConnectionInfo, Dispatcher, HostVariables, Identity, RequestExt,
 };
 
 /// A SQLite file in a fresh temporary folder, removed on drop.
