@@ -6,7 +6,7 @@ use kallithea_core::config::{duration, Issues, Validate};
 use serde::Deserialize;
 
 /// How new users start out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
     /// Created active: the first visit logs the user in.

@@ -1,0 +1,139 @@
+//! The JSON API: the same as the pages, for scripts.
+
+use std::sync::Arc;
+
+use auth_container::{StoredUser, UserDirectory};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use kallithea_core::{Identity, User};
+use serde_json::json;
+
+use crate::{AdminSettings, Portal};
+
+type MaybeUser = Option<Extension<User>>;
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+async fn admin(portal: &Portal, user: &MaybeUser) -> Result<User, Response> {
+    match user {
+        Some(Extension(u)) if portal.is_admin(u).await => Ok(u.clone()),
+        Some(_) => Err(error(StatusCode::FORBIDDEN, "administrators only")),
+        None => Err(error(StatusCode::UNAUTHORIZED, "not signed in")),
+    }
+}
+
+/// Changes must say they are JSON: a page of another site cannot send that
+/// with the browser's ambient credentials without a CORS preflight.
+fn json_only(headers: &HeaderMap) -> Result<(), Response> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if is_json {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send Content-Type: application/json",
+        ))
+    }
+}
+
+/// `GET /api/whoami`.
+pub(crate) async fn whoami(
+    user: MaybeUser,
+    identity: Option<Extension<Identity>>,
+) -> Json<serde_json::Value> {
+    let user = user.map(|Extension(u)| u);
+    Json(json!({
+        "user": user.as_ref().map(|u| &u.username),
+        "anonymous": user.as_ref().is_some_and(|u| u.anonymous),
+        "email": user.as_ref().and_then(|u| u.email.as_ref()),
+        "identity": identity.as_ref().map(|Extension(i)| i.name()),
+    }))
+}
+
+/// `GET /api/users`.
+pub(crate) async fn users(State(portal): State<Arc<Portal>>, user: MaybeUser) -> Response {
+    if let Err(r) = admin(&portal, &user).await {
+        return r;
+    }
+    match portal.plugin.directory().list().await {
+        Ok(list) => Json::<Vec<StoredUser>>(list).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// `POST /api/users/{name}/{activate|deactivate}`.
+pub(crate) async fn user_action(
+    State(portal): State<Arc<Portal>>,
+    user: MaybeUser,
+    headers: HeaderMap,
+    Path((name, action)): Path<(String, String)>,
+) -> Response {
+    let me = match admin(&portal, &user).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    if let Err(r) = json_only(&headers) {
+        return r;
+    }
+    let active = match action.as_str() {
+        "activate" => true,
+        "deactivate" => false,
+        _ => return error(StatusCode::NOT_FOUND, "actions are activate and deactivate"),
+    };
+    match portal.plugin.directory().set_active(&name, active).await {
+        Ok(u) => {
+            tracing::info!(admin = %me.username, user = %name, active, "user activation changed");
+            Json(u).into_response()
+        }
+        Err(auth_container::DirectoryError::NotFound(_)) => {
+            error(StatusCode::NOT_FOUND, "no such user")
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// `GET /api/settings`.
+pub(crate) async fn settings(State(portal): State<Arc<Portal>>, user: MaybeUser) -> Response {
+    match admin(&portal, &user).await {
+        Ok(_) => Json(AdminSettings::of(&portal.plugin.settings())).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `PUT /api/settings`.
+pub(crate) async fn settings_save(
+    State(portal): State<Arc<Portal>>,
+    user: MaybeUser,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let me = match admin(&portal, &user).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    if let Err(r) = json_only(&headers) {
+        return r;
+    }
+    let new: AdminSettings = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid settings: {e}")),
+    };
+    match portal.save_settings(new) {
+        Ok(()) => {
+            tracing::info!(admin = %me.username, "settings changed through the API");
+            Json(AdminSettings::of(&portal.plugin.settings())).into_response()
+        }
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
+    }
+}
