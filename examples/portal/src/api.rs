@@ -28,23 +28,22 @@ async fn admin(portal: &Portal, user: &MaybeUser) -> Result<User, Response> {
 
 /// Changes must say they are JSON: a page of another site cannot send that
 /// with the browser's ambient credentials without a CORS preflight.
-fn json_only(headers: &HeaderMap) -> Result<(), Response> {
-    let is_json = headers
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             v.split(';')
                 .next()
                 .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if is_json {
-        Ok(())
-    } else {
-        Err(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send Content-Type: application/json",
-        ))
-    }
+        })
+}
+
+fn not_json() -> Response {
+    error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "send Content-Type: application/json",
+    )
 }
 
 /// `GET /api/whoami`.
@@ -83,8 +82,8 @@ pub(crate) async fn user_action(
         Ok(u) => u,
         Err(r) => return r,
     };
-    if let Err(r) = json_only(&headers) {
-        return r;
+    if !is_json(&headers) {
+        return not_json();
     }
     let active = match action.as_str() {
         "activate" => true,
@@ -122,8 +121,8 @@ pub(crate) async fn settings_save(
         Ok(u) => u,
         Err(r) => return r,
     };
-    if let Err(r) = json_only(&headers) {
-        return r;
+    if !is_json(&headers) {
+        return not_json();
     }
     let new: AdminSettings = match serde_json::from_slice(&body) {
         Ok(s) => s,

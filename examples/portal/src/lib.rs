@@ -105,7 +105,7 @@ impl Portal {
         if user.anonymous {
             return false;
         }
-        if self.admins.iter().any(|a| *a == user.username) {
+        if self.admins.contains(&user.username) {
             return true;
         }
         matches!(self.plugin.directory().resolve(&user.username).await, Ok(Some(u)) if u.admin)
