@@ -239,6 +239,8 @@ fn proxy_settings() -> Settings {
     Settings {
         fallback_header: Some("X-Forwarded-User".into()),
         email_header: Some("X-Forwarded-Email".into()),
+        firstname_header: Some("X-Forwarded-First".into()),
+        lastname_header: Some("X-Forwarded-Last".into()),
         ..Settings::default()
     }
 }
@@ -311,6 +313,28 @@ async fn attributes_are_stored_on_creation_and_refreshed_later() {
     assert!(body.ends_with("email=new@example.test"), "{body}");
     let stored = f.directory.inner().find("grace").await.unwrap().unwrap();
     assert_eq!(stored.attributes.email.as_deref(), Some("new@example.test"));
+
+    // First and last names arrive the same way, and a visit without them
+    // keeps what is stored.
+    let named = Req {
+        headers: vec![
+            ("x-forwarded-user", "grace"),
+            ("x-forwarded-first", "Grace"),
+            ("x-forwarded-last", "Hopper"),
+        ],
+        via_proxy: true,
+        ..Req::default()
+    };
+    assert_eq!(f.send(named).await.0, 200);
+    let stored = f.directory.inner().find("grace").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.attributes.first_name.as_deref(),
+            stored.attributes.last_name.as_deref(),
+            stored.attributes.email.as_deref()
+        ),
+        (Some("Grace"), Some("Hopper"), Some("new@example.test"))
+    );
 }
 
 #[tokio::test]

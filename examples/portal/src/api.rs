@@ -136,3 +136,54 @@ pub(crate) async fn settings_save(
         Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
     }
 }
+
+/// `POST /api/users/import`: pre-populates the directory from a CSV
+/// (`Content-Type: text/csv`, header row `username,email,first_name,last_name,active`)
+/// or JSON (`application/json`, an array of the same fields) list.
+pub(crate) async fn import(
+    State(portal): State<Arc<Portal>>,
+    user: MaybeUser,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let me = match admin(&portal, &user).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let records = match media.as_str() {
+        "text/csv" => auth_container::import::read_csv(&body[..]),
+        "application/json" => auth_container::import::read_json(&body[..]),
+        _ => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send text/csv or application/json",
+            )
+        }
+    };
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let settings = portal.plugin.settings();
+    match auth_container::import::import(records, portal.plugin.directory().as_ref(), &settings)
+        .await
+    {
+        Ok(report) => {
+            tracing::info!(admin = %me.username, created = report.created, updated = report.updated,
+                skipped = report.skipped.len(), "users imported");
+            Json(json!({
+                "created": report.created,
+                "updated": report.updated,
+                "skipped": report.skipped.iter().map(|(n, why)| json!({"record": n, "reason": why})).collect::<Vec<_>>(),
+            }))
+            .into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}

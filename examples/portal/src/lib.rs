@@ -90,6 +90,7 @@ impl Portal {
             )
             .route("/api/whoami", get(api::whoami))
             .route("/api/users", get(api::users))
+            .route("/api/users/import", post(api::import))
             .route("/api/users/{name}/{action}", post(api::user_action))
             .route("/api/settings", get(api::settings).put(api::settings_save))
             .with_state(Arc::clone(self))

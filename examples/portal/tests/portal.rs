@@ -302,3 +302,58 @@ async fn turning_container_authentication_off_closes_the_admin_pages() {
     assert!(whoami.contains("not signed in"), "{whoami}");
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_can_be_imported_from_csv_and_json() {
+    let data = TempDir::new("import");
+    let p = start(&data).await;
+    let admin = Some("EXAMPLE\\alice");
+    let csv = "username,email,first_name,last_name,active\nEXAMPLE\\dora,dora@example.test,Dora,Dix,false\n";
+    let r = p
+        .send("POST", "/api/users/import", admin, Some("text/csv"), csv)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"created\":1"), "{}", r.text());
+    assert_eq!(
+        p.get("/", Some("EXAMPLE\\dora")).await.status,
+        403,
+        "imported inactive"
+    );
+    let json = r#"[{"username": "EXAMPLE\\dora", "active": true}]"#;
+    let r = p
+        .send(
+            "POST",
+            "/api/users/import",
+            admin,
+            Some("application/json"),
+            json,
+        )
+        .await;
+    assert!(r.text().contains("\"updated\":1"), "{}", r.text());
+    assert_eq!(p.get("/", Some("EXAMPLE\\dora")).await.status, 200);
+    let r = p
+        .send(
+            "POST",
+            "/api/users/import",
+            Some("EXAMPLE\\dora"),
+            Some("text/csv"),
+            csv,
+        )
+        .await;
+    assert_eq!(r.status, 403, "admins only");
+    let r = p
+        .send("POST", "/api/users/import", admin, Some("text/plain"), csv)
+        .await;
+    assert_eq!(r.status, 415);
+    let r = p
+        .send(
+            "POST",
+            "/api/users/import",
+            admin,
+            Some("text/csv"),
+            "nousername\nx\n",
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    p.stop().await;
+}
