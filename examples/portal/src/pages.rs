@@ -71,6 +71,43 @@ async fn admin(portal: &Portal, base: &PathBase, user: &MaybeUser) -> Result<Use
     }
 }
 
+/// The administrator posting a form of this portal: [`admin`] plus the form
+/// token check.
+async fn admin_form(
+    portal: &Portal,
+    base: &PathBase,
+    user: &MaybeUser,
+    token: &str,
+) -> Result<User, Response> {
+    let me = admin(portal, base, user).await?;
+    if !portal.csrf_ok(&me.username, token) {
+        return Err(denied(
+            base,
+            Some(&me),
+            "The form has expired or did not come from this portal; reload the page.",
+        ));
+    }
+    Ok(me)
+}
+
+/// Saves edited settings and shows the page again with the outcome.
+fn save_and_show(
+    portal: &Portal,
+    base: &PathBase,
+    me: &User,
+    edited: AdminSettings,
+    title: &str,
+    path: &str,
+    fields: fn(&AdminSettings) -> String,
+) -> Response {
+    let message = match portal.save_settings(edited) {
+        Ok(()) => "Saved.".to_owned(),
+        Err(e) => format!("Not saved: {e}"),
+    };
+    let shown = AdminSettings::of(&portal.plugin.settings());
+    settings_page(portal, base, me, title, path, &fields(&shown), &message)
+}
+
 fn csrf_field(portal: &Portal, user: &User) -> String {
     format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
@@ -170,17 +207,10 @@ pub(crate) async fn user_action(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     let base = base(&b);
-    let me = match admin(&portal, &base, &user).await {
+    let me = match admin_form(&portal, &base, &user, &form.csrf).await {
         Ok(u) => u,
         Err(r) => return r,
     };
-    if !portal.csrf_ok(&me.username, &form.csrf) {
-        return denied(
-            &base,
-            Some(&me),
-            "The form has expired or did not come from this portal; reload the page.",
-        );
-    }
     let active = match action.as_str() {
         "activate" => true,
         "deactivate" => false,
@@ -293,35 +323,23 @@ pub(crate) async fn auth_save(
     Form(form): Form<AuthForm>,
 ) -> Response {
     let base = base(&b);
-    let me = match admin(&portal, &base, &user).await {
+    let me = match admin_form(&portal, &base, &user, &form.csrf).await {
         Ok(u) => u,
         Err(r) => return r,
     };
-    if !portal.csrf_ok(&me.username, &form.csrf) {
-        return denied(
-            &base,
-            Some(&me),
-            "The form has expired or did not come from this portal; reload the page.",
-        );
-    }
     let mut s = AdminSettings::of(&portal.plugin.settings());
     s.enabled = form.enabled.is_some();
     s.header = form.header.trim().to_owned();
     s.fallback_header = Some(form.fallback_header.trim().to_owned()).filter(|h| !h.is_empty());
     s.clean_username = form.clean_username.is_some();
-    let message = match portal.save_settings(s.clone()) {
-        Ok(()) => "Saved.".to_owned(),
-        Err(e) => format!("Not saved: {e}"),
-    };
-    let shown = AdminSettings::of(&portal.plugin.settings());
-    settings_page(
+    save_and_show(
         &portal,
         &base,
         &me,
+        s,
         "Authentication",
         "/admin/auth",
-        &auth_fields(&shown),
-        &message,
+        auth_fields,
     )
 }
 
@@ -365,33 +383,21 @@ pub(crate) async fn permissions_save(
     Form(form): Form<PermissionsForm>,
 ) -> Response {
     let base = base(&b);
-    let me = match admin(&portal, &base, &user).await {
+    let me = match admin_form(&portal, &base, &user, &form.csrf).await {
         Ok(u) => u,
         Err(r) => return r,
     };
-    if !portal.csrf_ok(&me.username, &form.csrf) {
-        return denied(
-            &base,
-            Some(&me),
-            "The form has expired or did not come from this portal; reload the page.",
-        );
-    }
     let mut s = AdminSettings::of(&portal.plugin.settings());
     s.anonymous = form.anonymous.is_some();
     s.activation = form.activation;
-    let message = match portal.save_settings(s) {
-        Ok(()) => "Saved.".to_owned(),
-        Err(e) => format!("Not saved: {e}"),
-    };
-    let shown = AdminSettings::of(&portal.plugin.settings());
-    settings_page(
+    save_and_show(
         &portal,
         &base,
         &me,
+        s,
         "Permissions",
         "/admin/permissions",
-        &permission_fields(&shown),
-        &message,
+        permission_fields,
     )
 }
 
