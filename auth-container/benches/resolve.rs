@@ -2,7 +2,7 @@
 //! < 1 µs), and a first visit that creates the user in SQLite (target < 1 ms).
 //!
 //! ```text
-//! cargo bench -p auth-container
+//! cargo bench -p auth-container --bench resolve
 //! ```
 
 use std::hint::black_box;
