@@ -1,0 +1,9 @@
+//! Runs a Kallithea framework app as an IIS ISAPI extension DLL.
+//!
+//! Status: the binary interface (`ffi`: `EXTENSION_CONTROL_BLOCK` and
+//! friends, the `HSE_*` constants), with layouts checked for x64 and x86
+//! against mingw-w64's `httpext.h`. The `export!` macro, the request and
+//! response mapping and the IIS simulator follow (issue 4).
+#![warn(missing_docs)]
+
+pub mod ffi;
