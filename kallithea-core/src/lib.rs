@@ -24,6 +24,7 @@ mod request_id;
 mod service;
 mod user;
 
+pub mod cgi;
 pub mod config;
 
 pub use auth::{AuthChain, AuthOutcome, AuthPlugin, BoxFuture, Rejection};
