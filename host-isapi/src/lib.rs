@@ -2,8 +2,11 @@
 //!
 //! Status: the binary interface (`ffi`: `EXTENSION_CONTROL_BLOCK` and
 //! friends, the `HSE_*` constants), with layouts checked for x64 and x86
-//! against mingw-w64's `httpext.h`. The `export!` macro, the request and
-//! response mapping and the IIS simulator follow (issue 4).
+//! against mingw-w64's `httpext.h`; the extension's runtime with exactly-once
+//! request completion and a bounded drain ([`runtime`]). The request mapping
+//! lives in `kallithea_core::cgi`. The `export!` macro, the ECB adapter and
+//! the IIS simulator follow (issue 4).
 #![warn(missing_docs)]
 
 pub mod ffi;
+pub mod runtime;

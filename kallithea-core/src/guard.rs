@@ -34,6 +34,13 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
+/// Runs `fut`, turning a panic while polling it into `Err(message)`. Hosts use
+/// it for work outside the dispatcher (the dispatcher already isolates the
+/// app).
+pub fn catch_unwind_future<F: Future>(fut: F) -> impl Future<Output = Result<F::Output, String>> {
+    CatchUnwind::new(fut)
+}
+
 /// The message of a panic payload (`panic!("…")` gives a `&str` or a `String`).
 pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&'static str>() {

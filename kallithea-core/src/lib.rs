@@ -32,7 +32,7 @@ pub use body::{Body, BodyClosed, BodySender, IncompleteBody};
 pub use connection::ConnectionInfo;
 pub use dispatcher::{BodyPanicked, Dispatcher, DispatcherBuilder, ResponseBody, X_REQUEST_ID};
 pub use ext::RequestExt;
-pub use guard::panic_message;
+pub use guard::{catch_unwind_future, panic_message};
 pub use host::{Capabilities, Host, HostError, RunningHost, ShutdownReport};
 pub use host_vars::HostVariables;
 pub use identity::{AuthScheme, Identity, IdentitySource};

@@ -1,0 +1,306 @@
+//! The extension's own runtime: where requests run, so IIS threads never wait
+//! on application work.
+//!
+//! `GetExtensionVersion` starts an [`ExtensionRuntime`]; `HttpExtensionProc`
+//! hands each request to [`ExtensionRuntime::spawn`] and returns
+//! `HSE_STATUS_PENDING` at once; `TerminateExtension` calls
+//! [`ExtensionRuntime::terminate`]. Every spawned request's completion
+//! callback runs exactly once — when it finishes, panics, or is cancelled
+//! (client gone, or still running when the drain deadline passes) — which is
+//! where the host reports `HSE_REQ_DONE_WITH_SESSION`.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+/// How a request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The request's future finished.
+    Completed,
+    /// The request's future panicked (the message); the runtime carries on.
+    Panicked(String),
+    /// The request was dropped before finishing: cancelled by the host or at
+    /// the drain deadline.
+    Cancelled,
+}
+
+/// The runtime no longer takes requests (it is terminating).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the extension is shutting down and takes no new requests")]
+pub struct Rejected;
+
+/// What [`ExtensionRuntime::terminate`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TerminateReport {
+    /// Requests running when termination began.
+    pub in_flight: usize,
+    /// Of those, the ones cancelled at the deadline.
+    pub cancelled: usize,
+    /// How long termination took.
+    pub elapsed: Duration,
+}
+
+struct Tracker {
+    running: AtomicUsize,
+    idle: Notify,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+/// A tokio runtime sized for the extension, with request accounting.
+pub struct ExtensionRuntime {
+    runtime: tokio::runtime::Runtime,
+    accepting: AtomicBool,
+    tracker: Arc<Tracker>,
+}
+
+/// Runs the completion callback exactly once: on `finish`, or on drop.
+struct Completion<F: FnOnce(Outcome)> {
+    done: Option<F>,
+    tracker: Arc<Tracker>,
+}
+
+impl<F: FnOnce(Outcome)> Completion<F> {
+    fn finish(&mut self, outcome: Outcome) {
+        if let Some(done) = self.done.take() {
+            // The callback is host code; a panic in it must not take the
+            // worker down or skip the accounting below.
+            if let Err(p) = std::panic::catch_unwind(AssertUnwindSafe(|| done(outcome))) {
+                tracing::error!(panic = %kallithea_core::panic_message(p.as_ref()), "request completion callback panicked");
+            }
+            if self.tracker.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.tracker.idle.notify_waiters();
+            }
+        }
+    }
+}
+
+impl<F: FnOnce(Outcome)> Drop for Completion<F> {
+    fn drop(&mut self) {
+        self.finish(Outcome::Cancelled);
+    }
+}
+
+impl ExtensionRuntime {
+    /// Starts a runtime with `workers` threads (at least one), named
+    /// `kallithea-isapi`.
+    pub fn start(workers: usize) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(1))
+            .thread_name("kallithea-isapi")
+            .enable_all()
+            .build()?;
+        Ok(ExtensionRuntime {
+            runtime,
+            accepting: AtomicBool::new(true),
+            tracker: Arc::new(Tracker {
+                running: AtomicUsize::new(0),
+                idle: Notify::new(),
+                tasks: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// A handle to the runtime, for work that is not a request.
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime.handle()
+    }
+
+    /// Requests running now.
+    pub fn in_flight(&self) -> usize {
+        self.tracker.running.load(Ordering::Acquire)
+    }
+
+    /// Runs `request` on the runtime; `done` runs exactly once with how it
+    /// ended. Returns at once. After termination began, returns [`Rejected`]
+    /// without running either.
+    pub fn spawn<F, D>(&self, request: F, done: D) -> Result<AbortHandle, Rejected>
+    where
+        F: Future<Output = ()> + Send + 'static,
+        D: FnOnce(Outcome) + Send + 'static,
+    {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(Rejected);
+        }
+        self.tracker.running.fetch_add(1, Ordering::AcqRel);
+        let mut completion = Completion {
+            done: Some(done),
+            tracker: Arc::clone(&self.tracker),
+        };
+        let task = self.runtime.spawn(async move {
+            let outcome = match kallithea_core::catch_unwind_future(request).await {
+                Ok(()) => Outcome::Completed,
+                Err(message) => {
+                    tracing::error!(target: "kallithea::panic", panic = %message, "request task panicked");
+                    Outcome::Panicked(message)
+                }
+            };
+            completion.finish(outcome);
+        });
+        let handle = task.abort_handle();
+        let mut tasks = self.tracker.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle.clone());
+        Ok(handle)
+    }
+
+    /// Stops taking requests (later [`spawn`](Self::spawn)s get
+    /// [`Rejected`]), lets running ones finish for at most `grace`, then
+    /// cancels the rest — their callbacks report [`Outcome::Cancelled`] — and
+    /// waits for those callbacks. The runtime's threads stop when it is
+    /// dropped. Blocks the calling thread (IIS's, in `TerminateExtension`), so
+    /// it must not be called from the runtime itself.
+    pub fn terminate(&self, grace: Duration) -> TerminateReport {
+        let started = Instant::now();
+        self.accepting.store(false, Ordering::Release);
+        let in_flight = self.in_flight();
+        let tracker = Arc::clone(&self.tracker);
+        let until_idle = |limit: Duration| {
+            let tracker = Arc::clone(&tracker);
+            self.runtime.block_on(async move {
+                tokio::time::timeout(limit, async {
+                    loop {
+                        let idle = tracker.idle.notified();
+                        if tracker.running.load(Ordering::Acquire) == 0 {
+                            return;
+                        }
+                        idle.await;
+                    }
+                })
+                .await
+                .is_ok()
+            })
+        };
+        let mut cancelled = 0;
+        if !until_idle(grace) {
+            cancelled = self.in_flight();
+            tracing::warn!(
+                cancelled,
+                grace_secs = grace.as_secs_f64(),
+                "drain deadline passed: cancelling the remaining requests"
+            );
+            for t in self
+                .tracker
+                .tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain(..)
+            {
+                t.abort();
+            }
+            if !until_idle(Duration::from_secs(5)) {
+                tracing::error!(
+                    left = self.in_flight(),
+                    "cancelled requests did not end within 5 s"
+                );
+            }
+        }
+        TerminateReport {
+            in_flight,
+            cancelled,
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::mpsc;
+
+    #[test]
+    fn every_request_completes_exactly_once_whatever_happens_to_it() {
+        let rt = ExtensionRuntime::start(2).unwrap();
+        let n = 600;
+        let calls: Arc<Vec<AtomicU32>> = Arc::new((0..n).map(|_| AtomicU32::new(0)).collect());
+        let (tx, rx) = mpsc::channel();
+        let mut stuck = Vec::new();
+        for i in 0..n {
+            let (calls, tx) = (Arc::clone(&calls), tx.clone());
+            let request = async move {
+                match i % 3 {
+                    0 => {}
+                    1 => panic!("request {i} fails"),
+                    _ => std::future::pending::<()>().await,
+                }
+            };
+            let handle = rt
+                .spawn(request, move |outcome| {
+                    calls[i].fetch_add(1, Ordering::SeqCst);
+                    tx.send((i, outcome)).unwrap();
+                })
+                .unwrap();
+            if i % 3 == 2 {
+                stuck.push(handle);
+            }
+        }
+        // The host cancels half of the stuck ones (clients gone)…
+        for h in stuck.iter().step_by(2) {
+            h.abort();
+        }
+        // …and the drain deadline cancels the others.
+        let report = rt.terminate(Duration::from_millis(200));
+        assert_eq!(report.cancelled, n / 3 / 2);
+        drop(rt);
+        let outcomes: Vec<_> = rx.try_iter().collect();
+        assert_eq!(outcomes.len(), n);
+        assert!(
+            calls.iter().all(|c| c.load(Ordering::SeqCst) == 1),
+            "each callback exactly once"
+        );
+        for (i, outcome) in outcomes {
+            let expected = match i % 3 {
+                0 => Outcome::Completed,
+                1 => Outcome::Panicked(format!("request {i} fails")),
+                _ => Outcome::Cancelled,
+            };
+            assert_eq!(outcome, expected, "request {i}");
+        }
+    }
+
+    #[test]
+    fn termination_lets_running_requests_finish_within_the_grace_period() {
+        let rt = ExtensionRuntime::start(1).unwrap();
+        let (tx, rx) = mpsc::channel();
+        rt.spawn(
+            async { tokio::time::sleep(Duration::from_millis(150)).await },
+            move |o| tx.send(o).unwrap(),
+        )
+        .unwrap();
+        let report = rt.terminate(Duration::from_secs(5));
+        assert_eq!((report.in_flight, report.cancelled), (1, 0));
+        assert!(report.elapsed >= Duration::from_millis(100), "{report:?}");
+        assert_eq!(rx.recv().unwrap(), Outcome::Completed);
+    }
+
+    #[test]
+    fn requests_arriving_during_termination_are_rejected() {
+        let rt = Arc::new(ExtensionRuntime::start(1).unwrap());
+        rt.spawn(std::future::pending(), |_| {}).unwrap();
+        let terminating = {
+            let rt = Arc::clone(&rt);
+            std::thread::spawn(move || rt.terminate(Duration::from_millis(300)))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let late = rt.spawn(async {}, |_| panic!("a rejected request must not complete"));
+        assert_eq!(late.unwrap_err(), Rejected);
+        let report = terminating.join().unwrap();
+        assert_eq!((report.in_flight, report.cancelled), (1, 1));
+        assert_eq!(rt.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_panicking_completion_callback_does_not_break_the_accounting() {
+        let rt = ExtensionRuntime::start(1).unwrap();
+        rt.spawn(async {}, |_| panic!("host bug")).unwrap();
+        let report = rt.terminate(Duration::from_secs(2));
+        assert_eq!(report.cancelled, 0);
+        assert_eq!(rt.in_flight(), 0);
+    }
+}
