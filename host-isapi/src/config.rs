@@ -1,0 +1,149 @@
+//! The extension's configuration: a TOML file beside the DLL.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kallithea_core::config::{self, duration, ConfigError, Issues, Validate};
+use kallithea_core::Limits;
+use serde::Deserialize;
+
+/// The environment variable naming the configuration file, when it is not the
+/// one beside the DLL.
+pub const CONFIG_ENV: &str = "KALLITHEA_ISAPI_CONFIG";
+
+/// The prefix of environment overrides (`KALLITHEA_ISAPI_WORKER_THREADS=8`).
+pub const ENV_PREFIX: &str = "KALLITHEA_ISAPI";
+
+/// What the ISAPI host reads at start-up.
+///
+/// ```toml
+/// worker_threads = 8        # the runtime's threads (default: the CPU count)
+/// drain_timeout = "30s"     # TerminateExtension waits this long for requests
+///
+/// [limits]
+/// max_body_bytes = 30000000
+///
+/// [app]                     # the app's own settings, handed to make_app
+/// data_dir = 'C:\inetpub\portal\data'
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsapiConfig {
+    /// Threads of the extension's runtime.
+    #[serde(default = "default_workers")]
+    pub worker_threads: usize,
+    /// How long `TerminateExtension` lets in-flight requests run.
+    #[serde(default = "default_drain", with = "duration")]
+    pub drain_timeout: Duration,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The log file; by default the DLL's path with `.log`.
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
+    /// The app's own section, passed to `make_app` as it is.
+    #[serde(default)]
+    pub app: toml::Table,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn default_drain() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Validate for IsapiConfig {
+    fn validate(&self, issues: &mut Issues) {
+        if !(1..=256).contains(&self.worker_threads) {
+            issues.push("worker_threads", "must be between 1 and 256");
+        }
+        if self.drain_timeout > Duration::from_secs(3600) {
+            issues.push(
+                "drain_timeout",
+                "must be at most an hour (IIS's shutdown time limit is far shorter)",
+            );
+        }
+        issues.nested("limits", &self.limits);
+    }
+}
+
+/// The configuration file for the DLL at `dll`: the file `env` names when set
+/// (the value of [`CONFIG_ENV`]), else the DLL's path with `.toml`
+/// (`portal.dll` → `portal.toml`).
+pub fn config_path(dll: &Path, env: Option<&OsStr>) -> PathBuf {
+    match env.filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => dll.with_extension("toml"),
+    }
+}
+
+/// The log file for the DLL at `dll`, unless the configuration names one.
+pub fn default_log_path(dll: &Path) -> PathBuf {
+    dll.with_extension("log")
+}
+
+/// Loads the configuration for the DLL at `dll` (see [`config_path`]), with
+/// `KALLITHEA_ISAPI_*` environment overrides. A missing file is an error that
+/// names where it was looked for: an extension must not start on guesses.
+pub fn load(dll: &Path) -> Result<(PathBuf, IsapiConfig), ConfigError> {
+    let path = config_path(dll, std::env::var_os(CONFIG_ENV).as_deref());
+    let cfg = config::load(Some(&path), ENV_PREFIX)?;
+    Ok((path, cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_beside_the_dll_unless_the_environment_names_one() {
+        let dll = Path::new("/inetpub/portal/bin/portal.dll");
+        assert_eq!(
+            config_path(dll, None),
+            Path::new("/inetpub/portal/bin/portal.toml")
+        );
+        assert_eq!(
+            config_path(dll, Some(OsStr::new(""))),
+            Path::new("/inetpub/portal/bin/portal.toml")
+        );
+        assert_eq!(
+            config_path(dll, Some(OsStr::new("/etc/p.toml"))),
+            Path::new("/etc/p.toml")
+        );
+        assert_eq!(
+            default_log_path(dll),
+            Path::new("/inetpub/portal/bin/portal.log")
+        );
+    }
+
+    #[test]
+    fn defaults_and_the_app_section_pass_through() {
+        let cfg: IsapiConfig =
+            config::from_str("[app]\ndata_dir = 'd'\nadmins = ['a']\n", None, "T", []).unwrap();
+        assert!(cfg.worker_threads >= 1);
+        assert_eq!(cfg.drain_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.app["data_dir"].as_str(), Some("d"));
+    }
+
+    #[test]
+    fn bad_values_and_a_missing_file_are_reported() {
+        let err = config::from_str::<IsapiConfig>(
+            "worker_threads = 0\ndrain_timeout = '2h'\n",
+            None,
+            "T",
+            [],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("worker_threads") && text.contains("drain_timeout"),
+            "{text}"
+        );
+        let dir = std::env::temp_dir().join(format!("isapi-config-{}", std::process::id()));
+        let err = config::load::<IsapiConfig>(Some(&dir.join("absent.toml")), "T").unwrap_err();
+        assert!(err.to_string().contains("absent.toml"), "{err}");
+    }
+}
