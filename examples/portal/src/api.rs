@@ -26,17 +26,29 @@ async fn admin(portal: &Portal, user: &MaybeUser) -> Result<User, Response> {
     }
 }
 
-/// Changes must say they are JSON: a page of another site cannot send that
-/// with the browser's ambient credentials without a CORS preflight.
-fn is_json(headers: &HeaderMap) -> bool {
+/// The request's media type, lower-cased, without parameters.
+fn media_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        })
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// The administrator sending a change. Changes must say they are JSON: a page
+/// of another site cannot send that with the browser's ambient credentials
+/// without a CORS preflight.
+async fn admin_change(
+    portal: &Portal,
+    user: &MaybeUser,
+    headers: &HeaderMap,
+) -> Result<User, Response> {
+    let me = admin(portal, user).await?;
+    if media_type(headers) != "application/json" {
+        return Err(not_json());
+    }
+    Ok(me)
 }
 
 fn not_json() -> Response {
@@ -78,13 +90,10 @@ pub(crate) async fn user_action(
     headers: HeaderMap,
     Path((name, action)): Path<(String, String)>,
 ) -> Response {
-    let me = match admin(&portal, &user).await {
+    let me = match admin_change(&portal, &user, &headers).await {
         Ok(u) => u,
         Err(r) => return r,
     };
-    if !is_json(&headers) {
-        return not_json();
-    }
     let active = match action.as_str() {
         "activate" => true,
         "deactivate" => false,
@@ -117,13 +126,10 @@ pub(crate) async fn settings_save(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let me = match admin(&portal, &user).await {
+    let me = match admin_change(&portal, &user, &headers).await {
         Ok(u) => u,
         Err(r) => return r,
     };
-    if !is_json(&headers) {
-        return not_json();
-    }
     let new: AdminSettings = match serde_json::from_slice(&body) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid settings: {e}")),
@@ -150,12 +156,7 @@ pub(crate) async fn import(
         Ok(u) => u,
         Err(r) => return r,
     };
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|m| m.trim().to_ascii_lowercase())
-        .unwrap_or_default();
+    let media = media_type(&headers);
     let records = match media.as_str() {
         "text/csv" => auth_container::import::read_csv(&body[..]),
         "application/json" => auth_container::import::read_json(&body[..]),
