@@ -42,6 +42,10 @@ pub struct IsapiConfig {
     /// The log file; by default the DLL's path with `.log`.
     #[serde(default)]
     pub log_file: Option<PathBuf>,
+    /// What goes to the log file (tracing's filter syntax; `"off"` installs
+    /// no logger, for apps that set up their own).
+    #[serde(default = "default_filter")]
+    pub log_filter: String,
     /// The app's own section, passed to `make_app` as it is.
     #[serde(default)]
     pub app: toml::Table,
@@ -49,6 +53,10 @@ pub struct IsapiConfig {
 
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn default_filter() -> String {
+    crate::DEFAULT_LOG_FILTER.to_owned()
 }
 
 fn default_drain() -> Duration {

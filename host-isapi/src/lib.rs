@@ -1,16 +1,87 @@
 //! Runs a Kallithea framework app as an IIS ISAPI extension DLL.
 //!
-//! Status: the binary interface (`ffi`: `EXTENSION_CONTROL_BLOCK` and
-//! friends, the `HSE_*` constants), with layouts checked for x64 and x86
-//! against mingw-w64's `httpext.h`; the extension's runtime with exactly-once
-//! request completion and a bounded drain ([`runtime`]); configuration beside
-//! the DLL ([`config`]); start-up failure pages and retry back-off
-//! ([`startup`]). The request mapping
-//! lives in `kallithea_core::cgi`. The `export!` macro, the ECB adapter and
-//! the IIS simulator follow (issue 4).
+//! A `cdylib` crate exports the three functions IIS looks up with one macro:
+//!
+//! ```ignore
+//! use host_isapi::Startup;
+//! use kallithea_core::{BoxError, Dispatcher};
+//!
+//! fn make_app(startup: &Startup<'_>) -> Result<Dispatcher, BoxError> {
+//!     let settings: MySettings = startup.app_config()?;
+//!     Ok(Dispatcher::builder(my_router(settings))
+//!         .limits(startup.config().limits.clone())
+//!         .build())
+//! }
+//!
+//! host_isapi::export!(make_app);
+//! ```
+//!
+//! - `GetExtensionVersion` reads the configuration beside the DLL
+//!   ([`config`]), opens the log file, starts the extension's tokio runtime
+//!   ([`runtime`]) and calls `make_app`. If the configuration or the app
+//!   fails, the extension still loads: every request gets a page naming the
+//!   failure (details only to clients on the server itself), the failure is
+//!   logged, and start-up is retried with a growing back-off ([`startup`]).
+//! - `HttpExtensionProc` maps the request from server variables
+//!   (`kallithea_core::cgi`), returns `HSE_STATUS_PENDING` at once and runs
+//!   the app on the runtime: the body is read with asynchronous reads as the
+//!   app consumes it, the response goes out with
+//!   `HSE_REQ_SEND_RESPONSE_HEADER_EX` and asynchronous `WriteClient`s, and
+//!   `HSE_REQ_DONE_WITH_SESSION` ends every request exactly once. A client
+//!   that leaves cancels the app's future.
+//! - `TerminateExtension` drains in-flight requests for the configured time,
+//!   cancels the rest, and stops the runtime.
+//!
+//! On 32-bit x86 the exported names must not carry stdcall decoration
+//! (`_HttpExtensionProc@4`): call `kallithea_build::isapi_exports()` from the
+//! crate's build script.
+//!
+//! The binary interface lives in [`ffi`]; it is the only module with
+//! `unsafe` code.
 #![warn(missing_docs)]
 
 pub mod config;
+mod extension;
 pub mod ffi;
 pub mod runtime;
+mod session;
 pub mod startup;
+
+pub use extension::{Extension, MakeApp, Startup, DEFAULT_LOG_FILTER};
+
+/// Exports `GetExtensionVersion`, `HttpExtensionProc` and
+/// `TerminateExtension` from the crate (a `cdylib`), serving the app that
+/// `make_app` (a [`MakeApp`]) builds. An optional second argument is the
+/// description IIS records (default: the crate's name).
+#[macro_export]
+macro_rules! export {
+    ($make_app:expr) => {
+        $crate::export!($make_app, ::core::env!("CARGO_PKG_NAME"));
+    };
+    ($make_app:expr, $description:expr) => {
+        static __KALLITHEA_ISAPI_EXTENSION: $crate::Extension =
+            $crate::Extension::new($make_app, $description);
+
+        /// Called by IIS when it loads the extension.
+        #[no_mangle]
+        pub extern "system" fn GetExtensionVersion(
+            version: *mut $crate::ffi::HSE_VERSION_INFO,
+        ) -> $crate::ffi::BOOL {
+            $crate::ffi::entry::get_extension_version(&__KALLITHEA_ISAPI_EXTENSION, version)
+        }
+
+        /// Called by IIS for every request.
+        #[no_mangle]
+        pub extern "system" fn HttpExtensionProc(
+            ecb: *mut $crate::ffi::EXTENSION_CONTROL_BLOCK,
+        ) -> $crate::ffi::DWORD {
+            $crate::ffi::entry::http_extension_proc(&__KALLITHEA_ISAPI_EXTENSION, ecb)
+        }
+
+        /// Called by IIS before it unloads the extension.
+        #[no_mangle]
+        pub extern "system" fn TerminateExtension(flags: $crate::ffi::DWORD) -> $crate::ffi::BOOL {
+            $crate::ffi::entry::terminate_extension(&__KALLITHEA_ISAPI_EXTENSION, flags)
+        }
+    };
+}

@@ -273,6 +273,13 @@ impl BodySender {
         self.tx.reserve().await.map(drop).map_err(|_| BodyClosed)
     }
 
+    /// Resolves once the reading side is gone (the app dropped the body).
+    /// Hosts race it against a read from the network, to stop waiting for
+    /// data nobody will read.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
     /// Whether the reading side is gone.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()

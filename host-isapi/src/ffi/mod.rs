@@ -8,6 +8,9 @@
 
 use std::ffi::{c_char, c_void};
 
+pub(crate) mod ecb;
+pub mod entry;
+
 pub type DWORD = u32;
 pub type BOOL = i32;
 pub type HCONN = *mut c_void;

@@ -1,0 +1,609 @@
+//! One request's `EXTENSION_CONTROL_BLOCK`, behind a safe handle.
+//!
+//! [`Connection`] is the only way the rest of the crate reaches IIS for a
+//! request. It keeps the rules IIS sets:
+//!
+//! - at most one asynchronous operation at a time (one completion callback per
+//!   request), with its buffer owned here until the completion arrives — even
+//!   when the future that started it has been dropped;
+//! - `HSE_REQ_DONE_WITH_SESSION` exactly once, and only when no operation is
+//!   outstanding (if one is, it is cancelled and the session ends from its
+//!   completion);
+//! - after that, no call reaches IIS again: the ECB may be gone.
+
+use std::ffi::{c_void, CStr};
+use std::io;
+use std::ptr::{self, NonNull};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::*;
+
+/// How an asynchronous operation ended: bytes transferred, or the Win32 error.
+pub(crate) type IoResult = Result<u32, u32>;
+
+enum Pending {
+    Read {
+        buf: Vec<u8>,
+        tx: oneshot::Sender<Result<Bytes, u32>>,
+    },
+    Write {
+        // Owned until the completion: IIS reads from it until then.
+        _buf: Bytes,
+        len: u32,
+        tx: oneshot::Sender<IoResult>,
+    },
+}
+
+#[derive(Default)]
+struct Slot {
+    pending: Option<Pending>,
+    /// While an operation is outstanding, the context IIS hands back to the
+    /// completion callback must stay alive: this is that reference.
+    keep: Option<Arc<Inner>>,
+    /// The session's end, waiting for the outstanding operation.
+    deferred_done: Option<bool>,
+    completion_registered: bool,
+}
+
+struct Inner {
+    ecb: NonNull<EXTENSION_CONTROL_BLOCK>,
+    /// `true` once `DONE_WITH_SESSION` was sent. Calls into IIS hold the read
+    /// side, so the session cannot end in the middle of one.
+    done: RwLock<bool>,
+    slot: Mutex<Slot>,
+}
+
+// SAFETY: IIS lets an extension use a request's ECB and its callbacks from any
+// thread until DONE_WITH_SESSION; `Inner` guards that end with `done`.
+unsafe impl Send for Inner {}
+// SAFETY: as above; every mutable state is behind a lock.
+unsafe impl Sync for Inner {}
+
+/// A request's connection to IIS. Cheap to clone; every clone is the same
+/// request.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+fn last_error() -> u32 {
+    // GetLastError on Windows, errno elsewhere (where the simulator sets it).
+    io::Error::last_os_error()
+        .raw_os_error()
+        .map_or(ERROR_INVALID_PARAMETER, |e| e as u32)
+}
+
+/// An IIS error code as an `io::Error`.
+pub fn win32_error(code: u32) -> io::Error {
+    let kind = match code {
+        ERROR_NETNAME_DELETED | ERROR_OPERATION_ABORTED | ERROR_NO_DATA => {
+            io::ErrorKind::ConnectionAborted
+        }
+        ERROR_HANDLE_EOF => io::ErrorKind::UnexpectedEof,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, format!("IIS reported Win32 error {code}"))
+}
+
+fn closed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the session with IIS has ended",
+    )
+}
+
+impl Connection {
+    /// Wraps the ECB IIS passed to `HttpExtensionProc`; `None` for a null one.
+    ///
+    /// # Safety
+    /// `ecb` must be the block IIS passed to `HttpExtensionProc`, valid until
+    /// `HSE_REQ_DONE_WITH_SESSION` is sent for it, which only
+    /// [`Connection::done`] does.
+    pub(crate) unsafe fn new(ecb: *mut EXTENSION_CONTROL_BLOCK) -> Option<Connection> {
+        let ecb = NonNull::new(ecb)?;
+        Some(Connection {
+            inner: Arc::new(Inner {
+                ecb,
+                done: RwLock::new(false),
+                slot: Mutex::new(Slot::default()),
+            }),
+        })
+    }
+
+    /// Runs `f` with the ECB, unless the session has ended.
+    fn with_ecb<T>(&self, f: impl FnOnce(&EXTENSION_CONTROL_BLOCK) -> T) -> Option<T> {
+        let done = self.inner.done.read().unwrap_or_else(|e| e.into_inner());
+        if *done {
+            return None;
+        }
+        // SAFETY: the session has not ended (checked under the lock that
+        // `done` takes to end it), so IIS keeps the ECB valid.
+        let ecb = unsafe { self.inner.ecb.as_ref() };
+        Some(f(ecb))
+    }
+
+    fn lock_slot(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.inner.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The request method (`lpszMethod`).
+    pub fn method(&self) -> Option<String> {
+        self.with_ecb(|ecb| {
+            if ecb.lpszMethod.is_null() {
+                return None;
+            }
+            // SAFETY: IIS passes a NUL-terminated method string that lives as
+            // long as the ECB.
+            let m = unsafe { CStr::from_ptr(ecb.lpszMethod) };
+            m.to_str().ok().map(str::to_owned)
+        })
+        .flatten()
+    }
+
+    /// The body's declared length (`cbTotalBytes`; [`HSE_UNKNOWN_LENGTH`]
+    /// when chunked) and a copy of the part IIS read ahead (`lpbData`,
+    /// `cbAvailable`).
+    pub fn body_start(&self) -> (u32, Bytes) {
+        self.with_ecb(|ecb| {
+            let n = ecb.cbAvailable.min(ecb.cbTotalBytes) as usize;
+            let pre = if n == 0 || ecb.lpbData.is_null() {
+                Bytes::new()
+            } else {
+                // SAFETY: IIS guarantees `cbAvailable` readable bytes at
+                // `lpbData` while the ECB is valid.
+                Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(ecb.lpbData, n) })
+            };
+            (ecb.cbTotalBytes, pre)
+        })
+        .unwrap_or((0, Bytes::new()))
+    }
+
+    fn name(name: &str) -> Option<Vec<u8>> {
+        if name.bytes().any(|b| b == 0) {
+            return None;
+        }
+        let mut v = Vec::with_capacity(name.len() + 1);
+        v.extend_from_slice(name.as_bytes());
+        v.push(0);
+        Some(v)
+    }
+
+    /// A server variable's raw value (without its terminating NUL), growing
+    /// the buffer as `ERROR_INSUFFICIENT_BUFFER` asks; `None` when IIS does
+    /// not know the variable or has no value for it.
+    pub fn server_variable(&self, name: &str) -> Option<Vec<u8>> {
+        let mut name = Self::name(name)?;
+        let mut buf: Vec<u8> = vec![0; 256];
+        for _ in 0..4 {
+            let mut size = buf.len() as DWORD;
+            let r = self.with_ecb(|ecb| {
+                let get = ecb.GetServerVariable?;
+                // SAFETY: the name is NUL-terminated; `size` is the buffer's
+                // true length; both outlive the call.
+                let ok = unsafe {
+                    get(
+                        ecb.ConnID,
+                        name.as_mut_ptr().cast(),
+                        buf.as_mut_ptr().cast(),
+                        &mut size,
+                    )
+                };
+                Some((ok, last_error()))
+            })??;
+            let (ok, err) = r;
+            if ok != FALSE {
+                buf.truncate((size as usize).min(buf.len()));
+                if buf.last() == Some(&0) {
+                    buf.pop();
+                }
+                return Some(buf);
+            }
+            // Values are bounded by IIS's own request limits; refuse anything
+            // absurd rather than allocate it.
+            if err != ERROR_INSUFFICIENT_BUFFER
+                || (size as usize) <= buf.len()
+                || size > 16 * 1024 * 1024
+            {
+                return None;
+            }
+            buf = vec![0; size as usize];
+        }
+        None
+    }
+
+    /// A `UNICODE_` server variable (IIS returns UTF-16; sizes are in bytes),
+    /// decoded; invalid UTF-16 is replaced, not dropped.
+    pub fn unicode_server_variable(&self, name: &str) -> Option<String> {
+        let raw = self.server_variable_utf16(name)?;
+        Some(String::from_utf16_lossy(&raw))
+    }
+
+    fn server_variable_utf16(&self, name: &str) -> Option<Vec<u16>> {
+        let mut name = Self::name(name)?;
+        let mut buf: Vec<u16> = vec![0; 128];
+        for _ in 0..4 {
+            let mut size = (buf.len() * 2) as DWORD;
+            let (ok, err) = self.with_ecb(|ecb| {
+                let get = ecb.GetServerVariable?;
+                // SAFETY: as in `server_variable`; the size is in bytes.
+                let ok = unsafe {
+                    get(
+                        ecb.ConnID,
+                        name.as_mut_ptr().cast(),
+                        buf.as_mut_ptr().cast(),
+                        &mut size,
+                    )
+                };
+                Some((ok, last_error()))
+            })??;
+            if ok != FALSE {
+                buf.truncate((size as usize / 2).min(buf.len()));
+                if buf.last() == Some(&0) {
+                    buf.pop();
+                }
+                return Some(buf);
+            }
+            let needed = (size as usize).div_ceil(2);
+            if err != ERROR_INSUFFICIENT_BUFFER || needed <= buf.len() || size > 16 * 1024 * 1024 {
+                return None;
+            }
+            buf = vec![0; needed];
+        }
+        None
+    }
+
+    fn support(
+        &self,
+        request: DWORD,
+        buffer: *mut c_void,
+        size: *mut DWORD,
+        data_type: *mut DWORD,
+    ) -> io::Result<()> {
+        let r = self.with_ecb(|ecb| {
+            let Some(ssf) = ecb.ServerSupportFunction else {
+                return Err(ERROR_INVALID_PARAMETER);
+            };
+            // SAFETY: the caller passes the pointers `request` documents,
+            // valid for the call (or, for asynchronous requests, owned by
+            // the slot until the completion).
+            let ok = unsafe { ssf(ecb.ConnID, request, buffer, size, data_type) };
+            if ok == FALSE {
+                Err(last_error())
+            } else {
+                Ok(())
+            }
+        });
+        match r {
+            None => Err(closed()),
+            Some(r) => r.map_err(win32_error),
+        }
+    }
+
+    /// Registers the completion callback for asynchronous I/O
+    /// (`HSE_REQ_IO_COMPLETION`); done once per request, before the first
+    /// asynchronous operation.
+    fn register_completion(&self) -> io::Result<()> {
+        let context = Arc::as_ptr(&self.inner) as *mut DWORD;
+        let callback: PFN_HSE_IO_COMPLETION = io_completed;
+        self.support(
+            HSE_REQ_IO_COMPLETION,
+            callback as *mut c_void,
+            ptr::null_mut(),
+            context,
+        )
+    }
+
+    /// Starts an asynchronous operation with `pending` in the slot, by `start`.
+    /// On failure to start, the slot is cleared and the error returned.
+    fn start(&self, pending: Pending, start: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        {
+            let mut slot = self.lock_slot();
+            if slot.deferred_done.is_some() {
+                return Err(closed());
+            }
+            if slot.pending.is_some() {
+                return Err(io::Error::other(
+                    "an asynchronous operation is already outstanding",
+                ));
+            }
+            if !slot.completion_registered {
+                drop(slot);
+                self.register_completion()?;
+                slot = self.lock_slot();
+                slot.completion_registered = true;
+            }
+            slot.pending = Some(pending);
+            slot.keep = Some(Arc::clone(&self.inner));
+        }
+        // The slot's lock is not held: IIS may complete on another thread
+        // before the call returns.
+        if let Err(e) = start() {
+            let mut slot = self.lock_slot();
+            slot.pending = None;
+            slot.keep = None;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max` bytes of the body asynchronously
+    /// (`HSE_REQ_ASYNC_READ_CLIENT`). An empty result is the end of the body.
+    /// Dropping the future does not free the buffer before IIS is done.
+    pub async fn read(&self, max: usize) -> io::Result<Bytes> {
+        let rx = self.start_read(max)?;
+        match rx.await {
+            Ok(r) => r.map_err(win32_error),
+            Err(_) => Err(closed()),
+        }
+    }
+
+    fn start_read(&self, max: usize) -> io::Result<oneshot::Receiver<Result<Bytes, u32>>> {
+        let mut buf = vec![0u8; max.max(1)];
+        let ptr = buf.as_mut_ptr();
+        let mut size = buf.len() as DWORD;
+        let (tx, rx) = oneshot::channel();
+        let mut flags: DWORD = HSE_IO_ASYNC;
+        self.start(Pending::Read { buf, tx }, || {
+            self.support(HSE_REQ_ASYNC_READ_CLIENT, ptr.cast(), &mut size, &mut flags)
+        })?;
+        Ok(rx)
+    }
+
+    /// Writes `data` asynchronously (`WriteClient` with `HSE_IO_ASYNC`).
+    pub async fn write(&self, data: Bytes) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let len = u32::try_from(data.len())
+            .map_err(|_| io::Error::other("a single write is limited to 4 GiB"))?;
+        let rx = self.start_write(data, len)?;
+        match rx.await {
+            Ok(Ok(n)) if n == len => Ok(()),
+            Ok(Ok(n)) => Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("IIS wrote {n} of {len} bytes"),
+            )),
+            Ok(Err(code)) => Err(win32_error(code)),
+            Err(_) => Err(closed()),
+        }
+    }
+
+    fn start_write(&self, data: Bytes, len: u32) -> io::Result<oneshot::Receiver<IoResult>> {
+        let ptr = data.as_ptr();
+        let (tx, rx) = oneshot::channel();
+        let pending = Pending::Write {
+            _buf: data,
+            len,
+            tx,
+        };
+        self.start(pending, || {
+            let mut n = len;
+            let r = self.with_ecb(|ecb| {
+                let Some(write) = ecb.WriteClient else {
+                    return Err(ERROR_INVALID_PARAMETER);
+                };
+                // SAFETY: the buffer is owned by the slot until the
+                // completion arrives; `n` is its length.
+                let ok = unsafe { write(ecb.ConnID, ptr as *mut c_void, &mut n, HSE_IO_ASYNC) };
+                if ok == FALSE {
+                    Err(last_error())
+                } else {
+                    Ok(())
+                }
+            });
+            match r {
+                None => Err(closed()),
+                Some(r) => r.map_err(win32_error),
+            }
+        })?;
+        Ok(rx)
+    }
+
+    /// Writes `data` synchronously; for the short error pages sent when the
+    /// request could not run at all.
+    pub fn write_sync(&self, data: &[u8]) -> io::Result<()> {
+        let mut n = u32::try_from(data.len()).map_err(io::Error::other)?;
+        let r = self.with_ecb(|ecb| {
+            let write = ecb.WriteClient?;
+            // SAFETY: `data` outlives the synchronous call.
+            let ok = unsafe {
+                write(
+                    ecb.ConnID,
+                    data.as_ptr() as *mut c_void,
+                    &mut n,
+                    HSE_IO_SYNC,
+                )
+            };
+            Some(if ok == FALSE {
+                Err(last_error())
+            } else {
+                Ok(())
+            })
+        });
+        match r.flatten() {
+            None => Err(closed()),
+            Some(r) => r.map_err(win32_error),
+        }
+    }
+
+    /// Sends the status line (`"200 OK"`) and the header block (each header
+    /// ending in CRLF, the block in an empty line), and whether IIS may keep
+    /// the connection open (`HSE_REQ_SEND_RESPONSE_HEADER_EX`).
+    pub fn send_headers(&self, status: &str, headers: &[u8], keep_conn: bool) -> io::Result<()> {
+        let mut status_z = Vec::with_capacity(status.len() + 1);
+        status_z.extend_from_slice(status.as_bytes());
+        status_z.push(0);
+        let mut headers_z = Vec::with_capacity(headers.len() + 1);
+        headers_z.extend_from_slice(headers);
+        headers_z.push(0);
+        let mut info = HSE_SEND_HEADER_EX_INFO {
+            pszStatus: status_z.as_ptr().cast(),
+            pszHeader: headers_z.as_ptr().cast(),
+            cchStatus: status.len() as DWORD,
+            cchHeader: headers.len() as DWORD,
+            fKeepConn: if keep_conn { TRUE } else { FALSE },
+        };
+        self.support(
+            HSE_REQ_SEND_RESPONSE_HEADER_EX,
+            (&mut info as *mut HSE_SEND_HEADER_EX_INFO).cast(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    }
+
+    /// Whether the client is still connected (`HSE_REQ_IS_CONNECTED`); an
+    /// ended session or a failed call counts as gone.
+    pub fn is_connected(&self) -> bool {
+        let mut connected: BOOL = FALSE;
+        self.support(
+            HSE_REQ_IS_CONNECTED,
+            (&mut connected as *mut BOOL).cast(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+        .is_ok()
+            && connected != FALSE
+    }
+
+    /// Cancels the outstanding asynchronous operation, if any
+    /// (`HSE_REQ_CANCEL_IO`); its completion still arrives, with an error.
+    pub fn cancel_io(&self) {
+        if self.lock_slot().pending.is_some() {
+            let _ = self.support(
+                HSE_REQ_CANCEL_IO,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            );
+        }
+    }
+
+    /// Closes the client's connection (`HSE_REQ_CLOSE_CONNECTION`): for a
+    /// response that cannot be finished properly.
+    pub fn close_connection(&self) {
+        let _ = self.support(
+            HSE_REQ_CLOSE_CONNECTION,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        );
+    }
+
+    /// Ends the session (`HSE_REQ_DONE_WITH_SESSION`), keeping the connection
+    /// open for the next request when `keep_conn`. Exactly once: later calls,
+    /// and every other method afterwards, do nothing. If an operation is
+    /// outstanding, it is cancelled and the session ends when it completes.
+    pub fn done(&self, keep_conn: bool) {
+        {
+            let mut slot = self.lock_slot();
+            if slot.deferred_done.is_some() {
+                return;
+            }
+            if slot.pending.is_some() {
+                slot.deferred_done = Some(false);
+                drop(slot);
+                let _ = self.support(
+                    HSE_REQ_CANCEL_IO,
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                );
+                return;
+            }
+            slot.deferred_done = Some(keep_conn);
+        }
+        end_session(&self.inner, keep_conn);
+    }
+}
+
+fn end_session(inner: &Inner, keep_conn: bool) {
+    let mut done = inner.done.write().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    *done = true;
+    // SAFETY: the session has not ended yet (checked under the write lock,
+    // so no other call is in progress); this is its last use of the ECB.
+    let ecb = unsafe { inner.ecb.as_ref() };
+    if let Some(ssf) = ecb.ServerSupportFunction {
+        let mut status: DWORD = if keep_conn {
+            HSE_STATUS_SUCCESS_AND_KEEP_CONN
+        } else {
+            HSE_STATUS_SUCCESS
+        };
+        // SAFETY: DONE_WITH_SESSION takes an optional pointer to the final
+        // status, valid for the call.
+        unsafe {
+            ssf(
+                ecb.ConnID,
+                HSE_REQ_DONE_WITH_SESSION,
+                (&mut status as *mut DWORD).cast(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        };
+    }
+}
+
+/// The completion callback registered with `HSE_REQ_IO_COMPLETION`.
+unsafe extern "system" fn io_completed(
+    _ecb: *mut EXTENSION_CONTROL_BLOCK,
+    context: *mut c_void,
+    transferred: DWORD,
+    error: DWORD,
+) {
+    // Nothing may unwind into IIS.
+    let _ = std::panic::catch_unwind(|| {
+        if context.is_null() {
+            return;
+        }
+        // SAFETY: the context is the `Inner` registered by
+        // `register_completion`; the slot's `keep` holds a reference to it
+        // while an operation is outstanding, which is the only time IIS calls
+        // back.
+        let inner: &Inner = unsafe { &*(context as *const Inner) };
+        let (pending, keep, deferred) = {
+            let mut slot = inner.slot.lock().unwrap_or_else(|e| e.into_inner());
+            let pending = slot.pending.take();
+            let keep = slot.keep.take();
+            let deferred = if pending.is_some() {
+                slot.deferred_done
+            } else {
+                None
+            };
+            (pending, keep, deferred)
+        };
+        match pending {
+            Some(Pending::Read { mut buf, tx }) => {
+                let r = if error != 0 {
+                    Err(error)
+                } else {
+                    buf.truncate((transferred as usize).min(buf.len()));
+                    Ok(Bytes::from(buf))
+                };
+                let _ = tx.send(r);
+            }
+            Some(Pending::Write { len, tx, .. }) => {
+                let _ = tx.send(if error != 0 {
+                    Err(error)
+                } else {
+                    Ok(transferred.min(len))
+                });
+            }
+            None => {
+                tracing::error!(
+                    error,
+                    "IIS delivered an I/O completion with no operation outstanding"
+                );
+            }
+        }
+        if let Some(keep_conn) = deferred {
+            end_session(inner, keep_conn);
+        }
+        // `keep` may be the last reference: dropped last, after every use.
+        drop(keep);
+    });
+}

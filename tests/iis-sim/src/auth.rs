@@ -1,0 +1,198 @@
+//! Simulated Windows authentication: what IIS would report as the user.
+
+use std::collections::HashMap;
+
+use http::HeaderMap;
+
+/// Which users the simulated Windows authentication accepts.
+#[derive(Clone, Debug)]
+pub enum Users {
+    /// These users, with these passwords.
+    Listed(HashMap<String, String>),
+    /// Any user name with this password (for suites that invent users).
+    AnyWithPassword(String),
+}
+
+/// How the simulator authenticates requests, as IIS's authentication
+/// sections would.
+#[derive(Clone, Debug)]
+pub enum WindowsAuth {
+    /// Anonymous authentication only: no user is reported.
+    Anonymous,
+    /// Every request is from this user (`DOMAIN\user`), authenticated with
+    /// Negotiate.
+    Fixed {
+        /// The user as IIS reports it.
+        user: String,
+    },
+    /// Basic authentication against `users`, reported as `DOMAIN\user`.
+    Basic {
+        /// The NetBIOS domain name put in front of user names.
+        domain: String,
+        /// The accepted users.
+        users: Users,
+        /// Requests without credentials are let through anonymously
+        /// (anonymous authentication enabled beside Basic).
+        anonymous: bool,
+    },
+}
+
+/// An authenticated user, as IIS reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowsUser {
+    /// `DOMAIN\user`.
+    pub name: String,
+    /// `AUTH_TYPE`.
+    pub auth_type: String,
+}
+
+/// The request was not authenticated; answer 401 with this challenge.
+#[derive(Debug)]
+pub struct Challenge(pub String);
+
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim().trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        acc = (acc << 6) | val(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// Encodes `user:password` for a Basic `Authorization` header.
+pub fn basic_credentials(user: &str, password: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let raw = format!("{user}:{password}");
+    let mut out = String::from("Basic ");
+    for chunk in raw.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+impl WindowsAuth {
+    /// Authenticates a request: the user (or `None` for an anonymous
+    /// request), or the challenge to answer with.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<WindowsUser>, Challenge> {
+        match self {
+            WindowsAuth::Anonymous => Ok(None),
+            WindowsAuth::Fixed { user } => Ok(Some(WindowsUser {
+                name: user.clone(),
+                auth_type: "Negotiate".into(),
+            })),
+            WindowsAuth::Basic {
+                domain,
+                users,
+                anonymous,
+            } => {
+                let challenge = || Challenge(format!("Basic realm=\"{domain}\""));
+                let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+                    return if *anonymous {
+                        Ok(None)
+                    } else {
+                        Err(challenge())
+                    };
+                };
+                let value = value.to_str().map_err(|_| challenge())?;
+                let (scheme, token) = value.split_once(' ').ok_or_else(challenge)?;
+                if !scheme.eq_ignore_ascii_case("basic") {
+                    return Err(challenge());
+                }
+                let decoded = decode_base64(token).ok_or_else(challenge)?;
+                let decoded = String::from_utf8(decoded).map_err(|_| challenge())?;
+                let (user, password) = decoded.split_once(':').ok_or_else(challenge)?;
+                let accepted = match users {
+                    Users::Listed(map) => map.get(user).is_some_and(|p| p == password),
+                    Users::AnyWithPassword(p) => p == password && !user.is_empty(),
+                };
+                if !accepted {
+                    return Err(challenge());
+                }
+                // A user typed as DOMAIN\user keeps the domain it gave.
+                let name = if user.contains('\\') {
+                    user.to_owned()
+                } else {
+                    format!("{domain}\\{user}")
+                };
+                Ok(Some(WindowsUser {
+                    name,
+                    auth_type: "Basic".into(),
+                }))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_round_trip() {
+        for (u, p) in [
+            ("alice", "secret"),
+            ("zoë", "pässwörd"),
+            ("a", "bc"),
+            ("ab", "c"),
+        ] {
+            let h = basic_credentials(u, p);
+            let decoded = decode_base64(&h["Basic ".len()..]).unwrap();
+            assert_eq!(String::from_utf8(decoded).unwrap(), format!("{u}:{p}"));
+        }
+        assert_eq!(
+            basic_credentials("Aladdin", "open sesame"),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
+
+    #[test]
+    fn basic_users_are_reported_with_the_domain() {
+        let auth = WindowsAuth::Basic {
+            domain: "EXAMPLE".into(),
+            users: Users::Listed([("alice".to_owned(), "pw".to_owned())].into()),
+            anonymous: false,
+        };
+        let mut h = HeaderMap::new();
+        assert!(auth.authenticate(&h).is_err());
+        h.insert(
+            "authorization",
+            basic_credentials("alice", "pw").parse().unwrap(),
+        );
+        let user = auth.authenticate(&h).unwrap().unwrap();
+        assert_eq!(user.name, "EXAMPLE\\alice");
+        assert_eq!(user.auth_type, "Basic");
+        h.insert(
+            "authorization",
+            basic_credentials("alice", "wrong").parse().unwrap(),
+        );
+        assert!(auth.authenticate(&h).is_err());
+    }
+}

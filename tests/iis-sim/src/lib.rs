@@ -1,0 +1,1184 @@
+//! A stand-in for IIS on Linux, for testing ISAPI extensions with real HTTP
+//! clients.
+//!
+//! The simulator listens on loopback with hyper, loads the extension DLL with
+//! `dlopen` and, for each request under its virtual directory, builds an
+//! `EXTENSION_CONTROL_BLOCK` and serves the extension's callbacks as IIS
+//! documents them:
+//!
+//! - `HttpExtensionProc` is called on a small pool of "IIS threads"; an
+//!   extension that blocks there starves the pool, as it would in IIS;
+//! - the body's first part is read ahead (`lpbData`/`cbAvailable`, 48 KiB by
+//!   default, as IIS's `uploadReadAheadSize`), the rest is read with
+//!   `HSE_REQ_ASYNC_READ_CLIENT`; chunked bodies report `cbTotalBytes` =
+//!   `0xFFFFFFFF`;
+//! - server variables, their `UNICODE_` forms (UTF-16, sizes in bytes),
+//!   `ALL_RAW` and `ALL_HTTP`, with the buffer-size protocol (too small:
+//!   `FALSE`, `ERROR_INSUFFICIENT_BUFFER` and the size needed, NUL included;
+//!   unknown: `ERROR_INVALID_INDEX`) and errors reported through the calling
+//!   thread's last-error value (errno here);
+//! - asynchronous reads and writes completed on other threads through the
+//!   callback registered with `HSE_REQ_IO_COMPLETION`, one at a time;
+//! - bookkeeping: a second asynchronous operation while one is outstanding,
+//!   a missing or second `HSE_REQ_DONE_WITH_SESSION`, and any call for a
+//!   request after its session ended are recorded as violations
+//!   ([`Stats::violations`]);
+//! - simulated Windows authentication ([`WindowsAuth`]), reported as
+//!   `DOMAIN\user` in `REMOTE_USER`/`LOGON_USER` with `AUTH_TYPE`;
+//! - recycling ([`RunningSimulator::recycle`]) and fault injection
+//!   ([`Faults`]).
+#![warn(missing_docs)]
+
+pub mod auth;
+mod ffi;
+mod registry;
+mod vars;
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, WWW_AUTHENTICATE};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use host_isapi::ffi::{
+    ERROR_INVALID_PARAMETER, ERROR_NETNAME_DELETED, ERROR_OPERATION_ABORTED, HSE_STATUS_PENDING,
+    HSE_STATUS_SUCCESS_AND_KEEP_CONN, HSE_TERM_MUST_UNLOAD, HSE_UNKNOWN_LENGTH,
+};
+
+pub use auth::{basic_credentials, Users, WindowsAuth, WindowsUser};
+
+/// How the simulator is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The extension DLL.
+    pub dll: PathBuf,
+    /// The virtual directory the extension is mounted at (`/` or `/portal`);
+    /// requests elsewhere get IIS's 404.
+    pub vdir: String,
+    /// The site's number (`/LM/W3SVC/<n>`).
+    pub site_id: u32,
+    /// Windows authentication.
+    pub auth: WindowsAuth,
+    /// How much of a request body is read before `HttpExtensionProc`.
+    pub read_ahead: usize,
+    /// Threads calling `HttpExtensionProc`.
+    pub iis_threads: usize,
+    /// How long a recycle or shutdown waits for in-flight requests before
+    /// calling `TerminateExtension` (IIS's `shutdownTimeLimit`).
+    pub shutdown_time_limit: Duration,
+}
+
+impl Config {
+    /// Defaults: mounted at `/`, site 1, anonymous, 48 KiB read-ahead, four
+    /// IIS threads, 30 s shutdown limit.
+    pub fn new(dll: impl Into<PathBuf>) -> Self {
+        Config {
+            dll: dll.into(),
+            vdir: "/".into(),
+            site_id: 1,
+            auth: WindowsAuth::Anonymous,
+            read_ahead: 48 * 1024,
+            iis_threads: 4,
+            shutdown_time_limit: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Faults the simulator injects, for every request that starts after they
+/// are set.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// The client "disconnects" once this many body bytes were delivered:
+    /// the next read fails with `ERROR_NETNAME_DELETED`.
+    pub abort_body_after: Option<u64>,
+    /// Writes fail (`ERROR_NETNAME_DELETED`) once this many response bytes
+    /// were written.
+    pub fail_writes_after: Option<u64>,
+    /// Every asynchronous read completes only after this delay.
+    pub slow_reads: Option<Duration>,
+}
+
+/// What happened so far.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Requests handed to the extension.
+    pub requests: u64,
+    /// Sessions the extension ended (`HSE_REQ_DONE_WITH_SESSION`, or a
+    /// synchronous status from `HttpExtensionProc`).
+    pub sessions_ended: u64,
+    /// Times the DLL was loaded (`GetExtensionVersion`).
+    pub loads: u64,
+    /// Times `TerminateExtension` was called.
+    pub terminations: u64,
+    /// Requests whose session has not ended.
+    pub in_flight: usize,
+    /// Breaches of the ISAPI contract, in words.
+    pub violations: Vec<String>,
+    /// The longest `HttpExtensionProc` call.
+    pub slowest_extension_proc: Duration,
+}
+
+/// The simulator could not start or reload the extension.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Loading the DLL or `GetExtensionVersion` failed.
+    #[error("{0}")]
+    Load(String),
+    /// Another simulator in this process has the same DLL loaded.
+    #[error(
+        "{0} is already loaded by another simulator in this process (IIS loads an extension once \
+         per worker process): give each simulator its own copy"
+    )]
+    InUse(PathBuf),
+    /// A socket error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+static DLLS_IN_USE: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+struct Instance {
+    lib: ffi::Library,
+    generation: u64,
+}
+
+struct Counters {
+    requests: AtomicU64,
+    sessions_ended: AtomicU64,
+    loads: AtomicU64,
+    terminations: AtomicU64,
+    slowest_proc_us: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    config: Config,
+    index: OnceLock<usize>,
+    next_seq: AtomicUsize,
+    requests: Mutex<HashMap<usize, Arc<SimRequest>>>,
+    instance: tokio::sync::RwLock<Option<Arc<Instance>>>,
+    generation: AtomicU64,
+    pool: IisPool,
+    faults: Mutex<Faults>,
+    counters: Counters,
+    violations: Mutex<Vec<String>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Shared {
+    pub(crate) fn request(&self, seq: usize) -> Option<Arc<SimRequest>> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&seq)
+            .cloned()
+    }
+
+    pub(crate) fn issued(&self, seq: usize) -> bool {
+        seq > 0 && seq < self.next_seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn violation(&self, what: String) {
+        tracing::error!(target: "iis_sim", "ISAPI violation: {what}");
+        self.violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(what);
+    }
+
+    fn stats(&self) -> Stats {
+        Stats {
+            requests: self.counters.requests.load(Ordering::Acquire),
+            sessions_ended: self.counters.sessions_ended.load(Ordering::Acquire),
+            loads: self.counters.loads.load(Ordering::Acquire),
+            terminations: self.counters.terminations.load(Ordering::Acquire),
+            in_flight: self
+                .requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len(),
+            violations: self
+                .violations
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            slowest_extension_proc: Duration::from_micros(
+                self.counters.slowest_proc_us.load(Ordering::Acquire),
+            ),
+        }
+    }
+
+    /// Loads the DLL and calls `GetExtensionVersion` (on a blocking thread).
+    async fn load(self: &Arc<Self>) -> Result<Arc<Instance>, SimError> {
+        let dll = self.config.dll.clone();
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let lib = tokio::task::spawn_blocking(move || {
+            let lib = ffi::Library::load(&dll)?;
+            let (version, desc) = lib.get_extension_version()?;
+            tracing::info!(target: "iis_sim", dll = %dll.display(), version = format!("{:#x}", version), desc, "extension loaded");
+            Ok::<_, String>(lib)
+        })
+        .await
+        .map_err(|e| SimError::Load(format!("loading the extension panicked: {e}")))?
+        .map_err(SimError::Load)?;
+        self.counters.loads.fetch_add(1, Ordering::AcqRel);
+        Ok(Arc::new(Instance { lib, generation }))
+    }
+
+    /// Waits for the instance's requests (up to the shutdown time limit),
+    /// calls `TerminateExtension`, checks that every session ended, and lets
+    /// the library go.
+    async fn unload(self: &Arc<Self>, instance: Arc<Instance>) {
+        let generation = instance.generation;
+        let deadline = Instant::now() + self.config.shutdown_time_limit;
+        let outstanding = |s: &Shared| {
+            s.requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .filter(|r| r.generation == generation)
+                .count()
+        };
+        while outstanding(self) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let this = Arc::clone(self);
+        let ended = tokio::task::spawn_blocking(move || {
+            instance.lib.terminate_extension(HSE_TERM_MUST_UNLOAD);
+            this.counters.terminations.fetch_add(1, Ordering::AcqRel);
+            drop(instance);
+        })
+        .await;
+        if ended.is_err() {
+            self.violation("TerminateExtension panicked".into());
+        }
+        let left: Vec<usize> = self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|r| r.generation == generation)
+            .map(|r| r.seq)
+            .collect();
+        for seq in left {
+            self.violation(format!(
+                "request {seq} never got HSE_REQ_DONE_WITH_SESSION, though TerminateExtension returned"
+            ));
+        }
+    }
+}
+
+/// The threads IIS calls `HttpExtensionProc` on.
+struct IisPool {
+    jobs: Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+impl IisPool {
+    fn new(threads: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("iis-sim-pool-{i}"))
+                .spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+                .expect("spawning an IIS pool thread");
+        }
+        IisPool {
+            jobs: Mutex::new(tx),
+        }
+    }
+
+    async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .ok()?;
+        rx.await.ok()
+    }
+}
+
+/// The response head the extension sent.
+struct Head {
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+type BodyChunk = Result<Bytes, io::Error>;
+
+#[derive(Default)]
+struct ReqState {
+    ecb: Option<ffi::EcbStorage>,
+    ecb_ptr: Option<ffi::EcbPtr>,
+    completion: Option<ffi::Completion>,
+    pending: Option<&'static str>,
+    cancel: Option<oneshot::Sender<()>>,
+    head_tx: Option<oneshot::Sender<Head>>,
+    body_tx: Option<mpsc::Sender<BodyChunk>>,
+    headers_sent: bool,
+    done: bool,
+    keep_conn: bool,
+}
+
+/// The request body as the client sends it, with what the last read left.
+struct BodySource {
+    body: Option<Incoming>,
+    leftover: Bytes,
+    delivered: u64,
+}
+
+impl BodySource {
+    /// Up to `max` bytes; empty at the end of the body.
+    async fn next(&mut self, max: usize) -> Result<Bytes, ()> {
+        loop {
+            if !self.leftover.is_empty() {
+                let n = self.leftover.len().min(max);
+                self.delivered += n as u64;
+                return Ok(self.leftover.split_to(n));
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Ok(Bytes::new());
+            };
+            match body.frame().await {
+                None => {
+                    self.body = None;
+                    return Ok(Bytes::new());
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.leftover = data;
+                    }
+                }
+                Some(Err(_)) => {
+                    self.body = None;
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    fn is_end(&self) -> bool {
+        self.leftover.is_empty()
+            && self
+                .body
+                .as_ref()
+                .is_none_or(hyper::body::Body::is_end_stream)
+    }
+}
+
+pub(crate) struct SimRequest {
+    seq: usize,
+    generation: u64,
+    shared: Arc<Shared>,
+    info: vars::RequestInfo,
+    keep_alive_wanted: bool,
+    disconnected: AtomicBool,
+    written: AtomicU64,
+    faults: Faults,
+    state: Mutex<ReqState>,
+    body: Arc<tokio::sync::Mutex<BodySource>>,
+}
+
+impl SimRequest {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReqState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn violation(&self, what: &str) {
+        self.shared
+            .violation(format!("request {}: {what}", self.seq));
+    }
+
+    pub(crate) fn server_variable(&self, name: &str) -> Result<Vec<u8>, u32> {
+        self.info.lookup(name)
+    }
+
+    pub(crate) fn wants_keep_alive(&self) -> bool {
+        self.keep_alive_wanted
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        if self.disconnected.load(Ordering::Acquire) {
+            return false;
+        }
+        let gone = self
+            .lock()
+            .body_tx
+            .as_ref()
+            .is_some_and(|tx| tx.is_closed());
+        if gone {
+            self.disconnected.store(true, Ordering::Release);
+        }
+        !gone
+    }
+
+    pub(crate) fn register_completion(&self, completion: ffi::Completion) {
+        self.lock().completion = Some(completion);
+    }
+
+    pub(crate) fn unsupported(&self, request: u32) {
+        tracing::warn!(target: "iis_sim", request, "unsupported ServerSupportFunction request");
+    }
+
+    /// Claims the one asynchronous operation slot.
+    fn begin_async(&self, what: &'static str) -> Result<(ffi::Completion, ffi::EcbPtr), u32> {
+        let mut st = self.lock();
+        let Some(completion) = st.completion else {
+            drop(st);
+            self.violation(&format!(
+                "asynchronous {what} without a completion callback (HSE_REQ_IO_COMPLETION)"
+            ));
+            return Err(ERROR_INVALID_PARAMETER);
+        };
+        if let Some(other) = st.pending {
+            drop(st);
+            self.violation(&format!(
+                "asynchronous {what} while an asynchronous {other} is outstanding"
+            ));
+            return Err(ERROR_INVALID_PARAMETER);
+        }
+        let ecb = st.ecb_ptr.ok_or(ERROR_INVALID_PARAMETER)?;
+        st.pending = Some(what);
+        Ok((completion, ecb))
+    }
+
+    /// Ends the asynchronous operation and calls the extension back (on the
+    /// simulator's thread, not the one that started the operation).
+    fn complete(&self, completion: ffi::Completion, ecb: ffi::EcbPtr, result: Result<u32, u32>) {
+        {
+            let mut st = self.lock();
+            st.pending = None;
+            st.cancel = None;
+            if st.done {
+                // The session ended with the operation outstanding (already
+                // recorded): the ECB must not be handed out again.
+                st.ecb = None;
+                return;
+            }
+        }
+        let (n, err) = match result {
+            Ok(n) => (n, 0),
+            Err(e) => (0, e),
+        };
+        completion.deliver(ecb, n, err);
+    }
+
+    pub(crate) fn write_async(self: &Arc<Self>, data: Bytes) -> Result<(), u32> {
+        if !self.lock().headers_sent {
+            self.violation(
+                "WriteClient before the response headers (raw responses are not simulated)",
+            );
+            return Err(ERROR_INVALID_PARAMETER);
+        }
+        let tx = self.lock().body_tx.clone();
+        let (completion, ecb) = self.begin_async("write")?;
+        let this = Arc::clone(self);
+        self.shared.rt.spawn(async move {
+            let len = data.len() as u32;
+            let r = this.send_body(tx, data).await.map(|()| len);
+            this.complete(completion, ecb, r);
+        });
+        Ok(())
+    }
+
+    async fn send_body(&self, tx: Option<mpsc::Sender<BodyChunk>>, data: Bytes) -> Result<(), u32> {
+        let before = self.written.fetch_add(data.len() as u64, Ordering::AcqRel);
+        if let Some(limit) = self.faults.fail_writes_after {
+            if before + data.len() as u64 > limit {
+                self.disconnected.store(true, Ordering::Release);
+                return Err(ERROR_NETNAME_DELETED);
+            }
+        }
+        let Some(tx) = tx else {
+            return Err(ERROR_NETNAME_DELETED);
+        };
+        if data.is_empty() {
+            return Ok(());
+        }
+        tx.send(Ok(data)).await.map_err(|_| {
+            self.disconnected.store(true, Ordering::Release);
+            ERROR_NETNAME_DELETED
+        })
+    }
+
+    pub(crate) fn write_sync(self: &Arc<Self>, data: Bytes) -> Result<(), u32> {
+        let tx = {
+            let st = self.lock();
+            if !st.headers_sent {
+                drop(st);
+                self.violation(
+                    "WriteClient before the response headers (raw responses are not simulated)",
+                );
+                return Err(ERROR_INVALID_PARAMETER);
+            }
+            st.body_tx.clone()
+        };
+        let this = Arc::clone(self);
+        self.shared
+            .rt
+            .block_on(async move { this.send_body(tx, data).await })
+    }
+
+    async fn read_body(&self, max: usize) -> Result<Bytes, u32> {
+        if let Some(d) = self.faults.slow_reads {
+            tokio::time::sleep(d).await;
+        }
+        let mut body = self.body.lock().await;
+        if let Some(limit) = self.faults.abort_body_after {
+            if body.delivered >= limit {
+                self.disconnected.store(true, Ordering::Release);
+                return Err(ERROR_NETNAME_DELETED);
+            }
+        }
+        let max = match self.faults.abort_body_after {
+            Some(limit) => max.min((limit - body.delivered).max(1) as usize),
+            None => max,
+        };
+        body.next(max).await.map_err(|()| {
+            self.disconnected.store(true, Ordering::Release);
+            ERROR_NETNAME_DELETED
+        })
+    }
+
+    pub(crate) fn read_async(self: &Arc<Self>, mut buf: ffi::ReadBuffer) -> Result<(), u32> {
+        let (completion, ecb) = self.begin_async("read")?;
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        self.lock().cancel = Some(cancel_tx);
+        let this = Arc::clone(self);
+        self.shared.rt.spawn(async move {
+            let r = tokio::select! {
+                r = this.read_body(buf.len()) => r,
+                _ = cancel_rx => Err(ERROR_OPERATION_ABORTED),
+            };
+            let r = r.map(|data| buf.fill(&data) as u32);
+            this.complete(completion, ecb, r);
+        });
+        Ok(())
+    }
+
+    pub(crate) fn read_sync(self: &Arc<Self>, buf: &mut ffi::ReadBuffer) -> Result<usize, u32> {
+        let this = Arc::clone(self);
+        let max = buf.len();
+        let data = self
+            .shared
+            .rt
+            .block_on(async move { this.read_body(max).await })?;
+        Ok(buf.fill(&data))
+    }
+
+    pub(crate) fn send_headers(
+        &self,
+        status: &[u8],
+        headers: &[u8],
+        keep_conn: bool,
+    ) -> Result<(), u32> {
+        let parsed = parse_head(status, headers);
+        let mut st = self.lock();
+        if st.headers_sent {
+            drop(st);
+            self.violation("the response headers were sent twice");
+            return Err(ERROR_INVALID_PARAMETER);
+        }
+        let head = match parsed {
+            Ok(h) => h,
+            Err(why) => {
+                drop(st);
+                self.violation(&format!("unusable response headers: {why}"));
+                return Err(ERROR_INVALID_PARAMETER);
+            }
+        };
+        st.headers_sent = true;
+        st.keep_conn = keep_conn;
+        if let Some(tx) = st.head_tx.take() {
+            let _ = tx.send(head);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn cancel_io(&self) {
+        if let Some(cancel) = self.lock().cancel.take() {
+            let _ = cancel.send(());
+        }
+    }
+
+    pub(crate) fn close_connection(&self) {
+        let tx = {
+            let mut st = self.lock();
+            st.keep_conn = false;
+            st.body_tx.take()
+        };
+        self.disconnected.store(true, Ordering::Release);
+        if let Some(tx) = tx {
+            self.shared.rt.spawn(async move {
+                let _ = tx
+                    .send(Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the extension closed the connection",
+                    )))
+                    .await;
+            });
+        }
+    }
+
+    /// `HSE_REQ_DONE_WITH_SESSION` (`status` from its buffer), or the end of
+    /// a request `HttpExtensionProc` completed synchronously.
+    pub(crate) fn done(&self, status: Option<u32>) -> Result<(), u32> {
+        let storage = {
+            let mut st = self.lock();
+            if st.done {
+                drop(st);
+                self.violation("HSE_REQ_DONE_WITH_SESSION was sent twice");
+                return Err(ERROR_INVALID_PARAMETER);
+            }
+            st.done = true;
+            if let Some(s) = status {
+                st.keep_conn &= s == HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+            }
+            st.head_tx = None;
+            // Dropping the sender ends the response body.
+            st.body_tx = None;
+            if let Some(what) = st.pending {
+                drop(st);
+                self.violation(&format!(
+                    "HSE_REQ_DONE_WITH_SESSION with an asynchronous {what} outstanding"
+                ));
+                None
+            } else {
+                st.ecb_ptr = None;
+                st.ecb.take()
+            }
+        };
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.seq);
+        self.shared
+            .counters
+            .sessions_ended
+            .fetch_add(1, Ordering::AcqRel);
+        // The ECB is freed here: any later use of its handle is caught by
+        // the registry.
+        drop(storage);
+        Ok(())
+    }
+}
+
+fn parse_head(status: &[u8], headers: &[u8]) -> Result<Head, String> {
+    let status = std::str::from_utf8(status).map_err(|_| "the status is not text")?;
+    let code = status
+        .split(' ')
+        .next()
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| format!("bad status line {status:?}"))?;
+    let mut out = Vec::new();
+    let mut rest = headers;
+    loop {
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("the header block does not end with an empty line")?;
+        let line = &rest[..end];
+        rest = &rest[end + 2..];
+        if line.is_empty() {
+            break;
+        }
+        let colon = line.iter().position(|&b| b == b':').ok_or_else(|| {
+            format!(
+                "header line without a colon: {:?}",
+                String::from_utf8_lossy(line)
+            )
+        })?;
+        let name = HeaderName::from_bytes(&line[..colon]).map_err(|e| e.to_string())?;
+        let value = line[colon + 1..].trim_ascii();
+        let value = HeaderValue::from_bytes(value).map_err(|e| e.to_string())?;
+        out.push((name, value));
+    }
+    if !rest.is_empty() {
+        return Err("bytes after the header block's empty line".into());
+    }
+    Ok(Head {
+        status: code,
+        headers: out,
+    })
+}
+
+/// The response body: what the extension writes.
+pub struct SimBody {
+    rx: Option<mpsc::Receiver<BodyChunk>>,
+    fixed: Option<Bytes>,
+}
+
+impl SimBody {
+    fn text(s: impl Into<Bytes>) -> Self {
+        SimBody {
+            rx: None,
+            fixed: Some(s.into()),
+        }
+    }
+}
+
+impl http_body::Body for SimBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if let Some(b) = self.fixed.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        match self.rx.as_mut() {
+            None => Poll::Ready(None),
+            Some(rx) => rx.poll_recv(cx).map(|c| c.map(|r| r.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.fixed.is_none() && self.rx.is_none()
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<SimBody> {
+    let mut r = Response::new(SimBody::text(format!("{text}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// Marks the request's client gone if the service future is dropped before
+/// the response head (hyper drops it when the connection closes).
+struct DisconnectGuard(Option<Arc<SimRequest>>);
+
+impl Drop for DisconnectGuard {
+    fn drop(&mut self) {
+        if let Some(req) = self.0.take() {
+            req.disconnected.store(true, Ordering::Release);
+            req.cancel_io();
+        }
+    }
+}
+
+fn under_vdir(path: &str, vdir: &str) -> bool {
+    if vdir == "/" {
+        return true;
+    }
+    let (p, v) = (path.as_bytes(), vdir.as_bytes());
+    p.len() >= v.len()
+        && p[..v.len()].eq_ignore_ascii_case(v)
+        && (p.len() == v.len() || p[v.len()] == b'/' || p[v.len()] == b'?')
+}
+
+fn keep_alive_wanted(version: Version, headers: &http::HeaderMap) -> bool {
+    let says = |w: &str| {
+        headers.get_all(CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(w)))
+        })
+    };
+    match version {
+        Version::HTTP_10 | Version::HTTP_09 => says("keep-alive"),
+        _ => !says("close"),
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+    local: SocketAddr,
+) -> Result<Response<SimBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    if !under_vdir(parts.uri.path(), &shared.config.vdir) {
+        return Ok(plain(StatusCode::NOT_FOUND, "HTTP Error 404.0 - Not Found"));
+    }
+    let user = match shared.config.auth.authenticate(&parts.headers) {
+        Ok(u) => u,
+        Err(challenge) => {
+            let mut r = plain(StatusCode::UNAUTHORIZED, "HTTP Error 401.2 - Unauthorized");
+            if let Ok(v) = HeaderValue::from_str(&challenge.0) {
+                r.headers_mut().insert(WWW_AUTHENTICATE, v);
+            }
+            return Ok(r);
+        }
+    };
+    let instance = shared.instance.read().await.clone();
+    let Some(instance) = instance else {
+        return Ok(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "HTTP Error 503 - the extension is not loaded",
+        ));
+    };
+
+    // Read ahead, as IIS does before calling the extension.
+    let declared: Option<u64> = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let mut source = BodySource {
+        body: Some(body),
+        leftover: Bytes::new(),
+        delivered: 0,
+    };
+    let mut preloaded = Vec::new();
+    let read_ahead = shared.config.read_ahead;
+    let limit = declared.map_or(read_ahead, |d| (d.min(read_ahead as u64)) as usize);
+    while preloaded.len() < limit {
+        match source.next(limit - preloaded.len()).await {
+            Ok(b) if b.is_empty() => break,
+            Ok(b) => preloaded.extend_from_slice(&b),
+            Err(()) => return Ok(plain(StatusCode::BAD_REQUEST, "the client went away")),
+        }
+    }
+    source.delivered = 0;
+    let total = match declared {
+        Some(n) => u32::try_from(n).unwrap_or(HSE_UNKNOWN_LENGTH - 1),
+        None if source.is_end() => preloaded.len() as u32,
+        None => HSE_UNKNOWN_LENGTH,
+    };
+
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| b"/".to_vec(), |pq| pq.as_str().as_bytes().to_vec());
+    let info = vars::RequestInfo {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().as_bytes().to_vec(),
+        query: parts.uri.query().unwrap_or("").as_bytes().to_vec(),
+        target,
+        version: parts.version,
+        headers: parts.headers,
+        remote,
+        local,
+        user,
+        vdir: shared.config.vdir.clone(),
+        site_id: shared.config.site_id,
+        physical_path: shared
+            .config
+            .dll
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    };
+    let seq = shared.next_seq.fetch_add(1, Ordering::AcqRel);
+    let (head_tx, head_rx) = oneshot::channel();
+    let (body_tx, body_rx) = mpsc::channel(1);
+    let keep_alive_wanted = keep_alive_wanted(info.version, &info.headers);
+    let faults = shared
+        .faults
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let content_type = info
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    let mut storage = ffi::EcbStorage::new(ffi::EcbFields {
+        conn_id: registry::handle(*shared.index.get().expect("registered"), seq),
+        method: &info.method,
+        query: &info.query,
+        path_info: &info.path,
+        path_translated: &shared.config.dll.display().to_string(),
+        content_type: &content_type,
+        total,
+        preloaded,
+    });
+    let ecb = storage.ptr();
+    let request = Arc::new(SimRequest {
+        seq,
+        generation: instance.generation,
+        shared: Arc::clone(&shared),
+        info,
+        keep_alive_wanted,
+        disconnected: AtomicBool::new(false),
+        written: AtomicU64::new(0),
+        faults,
+        state: Mutex::new(ReqState {
+            ecb: Some(storage),
+            ecb_ptr: Some(ecb),
+            head_tx: Some(head_tx),
+            body_tx: Some(body_tx),
+            ..ReqState::default()
+        }),
+        body: Arc::new(tokio::sync::Mutex::new(source)),
+    });
+    shared
+        .requests
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(seq, Arc::clone(&request));
+    shared.counters.requests.fetch_add(1, Ordering::AcqRel);
+    let mut guard = DisconnectGuard(Some(Arc::clone(&request)));
+
+    let called = Instant::now();
+    let proc_instance = Arc::clone(&instance);
+    let status = shared
+        .pool
+        .run(move || proc_instance.lib.http_extension_proc(ecb))
+        .await;
+    let took = called.elapsed().as_micros() as u64;
+    shared
+        .counters
+        .slowest_proc_us
+        .fetch_max(took, Ordering::AcqRel);
+    drop(instance);
+    match status {
+        Some(HSE_STATUS_PENDING) => {}
+        _ => {
+            // Completed synchronously (or failed): the session is over.
+            let _ = request.done(None);
+            if status != Some(host_isapi::ffi::HSE_STATUS_SUCCESS)
+                && status != Some(HSE_STATUS_SUCCESS_AND_KEEP_CONN)
+                && !request.lock().headers_sent
+            {
+                guard.0 = None;
+                return Ok(plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "HTTP Error 500.0 - the ISAPI extension reported an error",
+                ));
+            }
+        }
+    }
+    let head = head_rx.await;
+    guard.0 = None;
+    let Ok(head) = head else {
+        return Ok(plain(
+            StatusCode::BAD_GATEWAY,
+            "the extension ended the session without sending a response",
+        ));
+    };
+    let keep = request.lock().keep_conn && keep_alive_wanted;
+    let mut response = Response::new(SimBody {
+        rx: Some(body_rx),
+        fixed: None,
+    });
+    *response.status_mut() = head.status;
+    let h = response.headers_mut();
+    for (n, v) in head.headers {
+        h.append(n, v);
+    }
+    if !keep && parts.version != Version::HTTP_2 {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
+/// A running simulator.
+pub struct RunningSimulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: tokio::task::JoinHandle<()>,
+    connections: Arc<Mutex<JoinSet<()>>>,
+}
+
+/// Starts a simulator on `listener`: loads the DLL, calls
+/// `GetExtensionVersion`, and serves.
+pub async fn start(
+    config: Config,
+    listener: tokio::net::TcpListener,
+) -> Result<RunningSimulator, SimError> {
+    let dll = std::fs::canonicalize(&config.dll)
+        .map_err(|e| SimError::Load(format!("{}: {e}", config.dll.display())))?;
+    {
+        let mut in_use = DLLS_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+        if !in_use.get_or_insert_with(HashSet::new).insert(dll.clone()) {
+            return Err(SimError::InUse(dll));
+        }
+    }
+    let release = || {
+        if let Some(set) = DLLS_IN_USE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            set.remove(&dll);
+        }
+    };
+    let shared = Arc::new(Shared {
+        pool: IisPool::new(config.iis_threads),
+        config: Config {
+            dll: dll.clone(),
+            ..config
+        },
+        index: OnceLock::new(),
+        next_seq: AtomicUsize::new(1),
+        requests: Mutex::new(HashMap::new()),
+        instance: tokio::sync::RwLock::new(None),
+        generation: AtomicU64::new(0),
+        faults: Mutex::new(Faults::default()),
+        counters: Counters {
+            requests: AtomicU64::new(0),
+            sessions_ended: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
+            terminations: AtomicU64::new(0),
+            slowest_proc_us: AtomicU64::new(0),
+        },
+        violations: Mutex::new(Vec::new()),
+        rt: tokio::runtime::Handle::current(),
+    });
+    let _ = shared.index.set(registry::register_simulator(&shared));
+    let instance = match shared.load().await {
+        Ok(i) => i,
+        Err(e) => {
+            release();
+            return Err(e);
+        }
+    };
+    *shared.instance.write().await = Some(instance);
+    let addr = listener.local_addr()?;
+    let connections = Arc::new(Mutex::new(JoinSet::new()));
+    let accept = {
+        let shared = Arc::clone(&shared);
+        let connections = Arc::clone(&connections);
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            loop {
+                let Ok((stream, remote)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().unwrap_or(addr);
+                let shared = Arc::clone(&shared);
+                let service = hyper::service::service_fn(move |req| {
+                    handle(Arc::clone(&shared), req, remote, local)
+                });
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let mut set = connections.lock().unwrap_or_else(|e| e.into_inner());
+                while set.try_join_next().is_some() {}
+                set.spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        })
+    };
+    Ok(RunningSimulator {
+        addr,
+        shared,
+        accept,
+        connections,
+    })
+}
+
+impl RunningSimulator {
+    /// Where clients connect.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The counters and violations so far.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Sets the faults for requests that start from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
+    }
+
+    /// Recycles the extension as IIS recycles an application: new requests
+    /// wait, in-flight ones get the shutdown time limit, `TerminateExtension`
+    /// is called, the DLL is unloaded and loaded again, and the waiting
+    /// requests go to the new instance.
+    pub async fn recycle(&self) -> Result<(), SimError> {
+        let mut slot = self.shared.instance.write().await;
+        if let Some(old) = slot.take() {
+            self.shared.unload(old).await;
+        }
+        *slot = Some(self.shared.load().await?);
+        Ok(())
+    }
+
+    /// Stops: closes the listener and every connection, drains and
+    /// terminates the extension, unloads it, and returns the final stats.
+    pub async fn shutdown(self) -> Stats {
+        self.accept.abort();
+        let _ = self.accept.await;
+        let mut set =
+            std::mem::take(&mut *self.connections.lock().unwrap_or_else(|e| e.into_inner()));
+        set.abort_all();
+        while set.join_next().await.is_some() {}
+        let old = self.shared.instance.write().await.take();
+        if let Some(old) = old {
+            self.shared.unload(old).await;
+        }
+        if let Some(set) = DLLS_IN_USE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            set.remove(&self.shared.config.dll);
+        }
+        self.shared.stats()
+    }
+}
+
+/// Builds a workspace `cdylib` package with cargo (the same profile as the
+/// calling binary) and returns the library's path. Tests use it so that the
+/// DLL they load is always the current one.
+pub fn build_cdylib(package: &str) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--quiet", "--message-format=json", "-p", package]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run cargo to build {package}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo build -p {package} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let suffix = std::env::consts::DLL_SUFFIX;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout.lines() {
+        if !line.contains("\"compiler-artifact\"") || !line.contains("cdylib") {
+            continue;
+        }
+        // The artifact's paths are JSON strings ending in the DLL suffix.
+        for piece in line.split('"') {
+            if piece.ends_with(suffix) && piece.contains(&package.replace('-', "_")) {
+                return Ok(PathBuf::from(piece));
+            }
+        }
+    }
+    Err(format!(
+        "cargo built {package} but reported no {suffix} file"
+    ))
+}

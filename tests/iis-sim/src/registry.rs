@@ -1,0 +1,57 @@
+//! Connection handles (`HCONN`) and the requests behind them.
+//!
+//! A handle encodes the simulator's number and the request's sequence number;
+//! handles are never reused, so a call with the handle of a finished request
+//! is caught and recorded as a violation instead of reaching freed memory.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::{Shared, SimRequest};
+
+const SHIFT: u32 = usize::BITS - 12;
+const MASK: usize = (1 << SHIFT) - 1;
+
+static SIMULATORS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Registers a simulator; returns its number (from 1).
+pub(crate) fn register_simulator(shared: &Arc<Shared>) -> usize {
+    let mut sims = SIMULATORS.lock().unwrap_or_else(|e| e.into_inner());
+    sims.push(Arc::downgrade(shared));
+    let n = sims.len();
+    assert!(n < (1 << 12), "too many simulators in one process");
+    n
+}
+
+/// The handle of request `seq` of simulator `sim`.
+pub(crate) fn handle(sim: usize, seq: usize) -> usize {
+    (sim << SHIFT) | (seq & MASK)
+}
+
+/// The request behind `conn`, recording a violation for a stale or unknown
+/// handle (`what` names the call).
+pub(crate) fn lookup(conn: usize, what: &str) -> Option<Arc<SimRequest>> {
+    let (sim, seq) = (conn >> SHIFT, conn & MASK);
+    let shared = {
+        let sims = SIMULATORS.lock().unwrap_or_else(|e| e.into_inner());
+        sim.checked_sub(1)
+            .and_then(|i| sims.get(i))
+            .and_then(Weak::upgrade)
+    };
+    let Some(shared) = shared else {
+        tracing::error!(conn, what, "a call with a handle no simulator issued");
+        return None;
+    };
+    let found = shared.request(seq);
+    if found.is_none() {
+        if shared.issued(seq) {
+            shared.violation(format!(
+                "{what} was called for request {seq} after its session ended"
+            ));
+        } else {
+            shared.violation(format!(
+                "{what} was called with an unknown handle {conn:#x}"
+            ));
+        }
+    }
+    found
+}

@@ -1,0 +1,137 @@
+//! The conformance suite against the ISAPI host: the conformance app built as
+//! an extension DLL, loaded by the IIS simulator, reached over loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::{HeaderName, HeaderValue};
+use iis_sim::{Config, RunningSimulator, Users, WindowsAuth};
+use kallithea_conformance::{Driver, RunningApp, Setup};
+use kallithea_core::{BoxError, BoxFuture, ByteLimit, Capabilities, Limits};
+
+const PASSWORD: &str = "conformance-password";
+
+struct SimDriver {
+    dll: PathBuf,
+    dir: PathBuf,
+    next: AtomicUsize,
+}
+
+struct Running {
+    sim: Option<RunningSimulator>,
+    addr: SocketAddr,
+}
+
+fn limits_toml(l: &Limits) -> String {
+    let body = match l.max_body_bytes {
+        ByteLimit::Unlimited => "\"unlimited\"".to_owned(),
+        ByteLimit::Bytes(n) => n.to_string(),
+    };
+    format!(
+        "[limits]\nmax_body_bytes = {body}\nmax_header_count = {}\nmax_header_bytes = {}\n",
+        l.max_header_count, l.max_header_bytes
+    )
+}
+
+/// A private copy of the DLL with its configuration beside it: every
+/// simulator in a process needs its own.
+fn install(dll: &Path, dir: &Path, config: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let copy = dir.join("conformance.so");
+    std::fs::copy(dll, &copy).unwrap();
+    std::fs::write(dir.join("conformance.toml"), config).unwrap();
+    copy
+}
+
+impl Driver for SimDriver {
+    fn name(&self) -> String {
+        "host-isapi in the IIS simulator".into()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::none()
+            .streaming(true)
+            .identity(true)
+            .http2_cleartext(true)
+    }
+
+    fn start(&self, setup: Setup) -> BoxFuture<'_, Result<Box<dyn RunningApp>, BoxError>> {
+        Box::pin(async move {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            let mut config = format!("worker_threads = 2\n{}", limits_toml(&setup.limits));
+            if let Some(store) = &setup.container_auth {
+                config.push_str(&format!(
+                    "[app]\ncontainer_auth = {:?}\n",
+                    store.display().to_string()
+                ));
+            }
+            let dll = install(&self.dll, &self.dir.join(n.to_string()), &config);
+            let mut sim = Config::new(dll);
+            sim.vdir = setup.path_base.as_str().to_owned();
+            sim.auth = WindowsAuth::Basic {
+                domain: "EXAMPLE".into(),
+                users: Users::AnyWithPassword(PASSWORD.into()),
+                anonymous: true,
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let sim = iis_sim::start(sim, listener).await?;
+            let addr = sim.local_addr();
+            Ok(Box::new(Running {
+                sim: Some(sim),
+                addr,
+            }) as Box<dyn RunningApp>)
+        })
+    }
+}
+
+impl RunningApp for Running {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn identity_headers(&self, user: &str) -> Vec<(HeaderName, HeaderValue)> {
+        vec![(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(&iis_sim::basic_credentials(user, PASSWORD)).unwrap(),
+        )]
+    }
+
+    fn resident_memory(&self) -> Option<u64> {
+        kallithea_conformance::resident_memory_of("self")
+    }
+
+    fn stop(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        let sim = self.sim.take();
+        Box::pin(async move {
+            if let Some(sim) = sim {
+                let stats = sim.shutdown().await;
+                assert!(
+                    stats.violations.is_empty(),
+                    "ISAPI contract violations: {:#?}",
+                    stats.violations
+                );
+                assert_eq!(stats.in_flight, 0, "{stats:?}");
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_isapi_host_passes_the_conformance_suite() {
+    let dll = iis_sim::build_cdylib("conformance-isapi").unwrap();
+    let dir = std::env::temp_dir().join(format!("isapi-conformance-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let driver = SimDriver {
+        dll,
+        dir: dir.clone(),
+        next: AtomicUsize::new(0),
+    };
+    let report = kallithea_conformance::run(&driver).await;
+    report.print();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        report.all_passed(),
+        "failed conformance cases (table above)"
+    );
+}
