@@ -1,0 +1,293 @@
+//! host-isapi's own guarantees, through the IIS simulator: start-up failures
+//! and retries, recycling under load, injected faults, a tiny IIS thread
+//! pool, and termination with requests in flight.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use iis_sim::{Config, Faults, RunningSimulator};
+use kallithea_conformance::client::Client;
+use kallithea_core::Body;
+
+fn dll() -> PathBuf {
+    static DLL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DLL.get_or_init(|| iis_sim::build_cdylib("conformance-isapi").unwrap())
+        .clone()
+}
+
+/// A private copy of the DLL in its own folder, with `config` beside it.
+fn install(test: &str, config: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("isapi-host-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("app.so");
+    std::fs::copy(dll(), &copy).unwrap();
+    std::fs::write(dir.join("app.toml"), config).unwrap();
+    copy
+}
+
+async fn start(dll: &Path, tune: impl FnOnce(&mut Config)) -> RunningSimulator {
+    let mut config = Config::new(dll);
+    tune(&mut config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    iis_sim::start(config, listener).await.unwrap()
+}
+
+async fn finish(sim: RunningSimulator) -> iis_sim::Stats {
+    let stats = sim.shutdown().await;
+    assert!(
+        stats.violations.is_empty(),
+        "violations: {:#?}",
+        stats.violations
+    );
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    stats
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle() {
+    let dll = install(
+        "startup",
+        "[app]\nfail_start = \"database unreachable at db.example:5432\"\n",
+    );
+    let sim = start(&dll, |_| {}).await;
+    let client = Client::new(sim.local_addr());
+
+    let r = client.get("/anything").await.unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers.contains_key(http::header::RETRY_AFTER));
+    assert!(
+        r.text().contains("database unreachable at db.example:5432"),
+        "a local client sees the reason: {}",
+        r.text()
+    );
+    let log = std::fs::read_to_string(dll.with_extension("log")).unwrap();
+    assert!(
+        log.contains("database unreachable at db.example:5432"),
+        "{log}"
+    );
+
+    // The administrator fixes the configuration; the next attempt (after the
+    // one-second back-off) starts the app, with no recycle.
+    std::fs::write(dll.with_extension("toml"), "[app]\n").unwrap();
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = client.get("/echo").await.unwrap().status;
+        if status == StatusCode::OK {
+            break;
+        }
+    }
+    assert_eq!(status, StatusCode::OK, "the app started on a retry");
+    let stats = finish(sim).await;
+    assert_eq!(stats.loads, 1, "no recycle was needed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_invalid_configuration_is_named_on_the_error_page() {
+    let dll = install("config", "worker_threads = 0\n");
+    let sim = start(&dll, |_| {}).await;
+    let r = Client::new(sim.local_addr()).get("/").await.unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().contains("worker_threads"), "{}", r.text());
+    finish(sim).await;
+
+    std::fs::remove_file(dll.with_extension("toml")).unwrap();
+    let sim = start(&dll, |_| {}).await;
+    let r = Client::new(sim.local_addr()).get("/").await.unwrap();
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().contains("app.toml"), "{}", r.text());
+    finish(sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_requests_across_a_recycle_all_succeed() {
+    let dll = install("recycle", "worker_threads = 2\n");
+    let sim = Arc::new(start(&dll, |_| {}).await);
+    let client = Client::new(sim.local_addr());
+    let total = 2000;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (client, next) = (client.clone(), Arc::clone(&next));
+        tasks.spawn(async move {
+            let mut failures = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return failures;
+                }
+                let path = format!("/echo?n={i}");
+                let req = client
+                    .request("POST", &path)
+                    .body(Body::from(format!("body {i}")))
+                    .unwrap();
+                match client.fetch(req).await {
+                    Ok(r)
+                        if r.status == StatusCode::OK
+                            && r.text().contains(&format!("query: n={i}\n"))
+                            && r.text().contains(&format!(
+                                "body_bytes: {}\n",
+                                format!("body {i}").len()
+                            )) => {}
+                    Ok(r) => failures.push(format!("{i}: {} {}", r.status, r.text())),
+                    Err(e) => failures.push(format!("{i}: {e}")),
+                }
+            }
+        });
+    }
+    // Recycle while the load runs.
+    for _ in 0..200 {
+        if next.load(Ordering::Relaxed) >= 400 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sim.recycle().await.unwrap();
+    let mut failures = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        failures.extend(r.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let sim = Arc::try_unwrap(sim).ok().unwrap();
+    let stats = finish(sim).await;
+    assert_eq!((stats.loads, stats.terminations), (2, 2), "{stats:?}");
+    assert_eq!(stats.requests, total as u64);
+    assert_eq!(stats.sessions_ended, total as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_faults_end_every_session_cleanly() {
+    let dll = install("faults", "worker_threads = 2\n");
+    let sim = start(&dll, |_| {}).await;
+    let client = Client::new(sim.local_addr());
+
+    // The client vanishes in the middle of an upload.
+    sim.set_faults(Faults {
+        abort_body_after: Some(200_000),
+        ..Faults::default()
+    });
+    let req = client
+        .request("POST", "/echo")
+        .body(Body::from(vec![b'u'; 1 << 20]))
+        .unwrap();
+    if let Ok(r) = client.fetch(req).await {
+        assert!(
+            r.body.len() < 1 << 20 || r.status != StatusCode::OK,
+            "a cut upload cannot echo whole"
+        );
+    }
+
+    // Writes start failing in the middle of a download.
+    sim.set_faults(Faults {
+        fail_writes_after: Some(100_000),
+        ..Faults::default()
+    });
+    let r = client.get("/download?bytes=1048576").await;
+    assert!(
+        r.map_or(true, |r| r.body.len() < 1 << 20),
+        "a failed write cannot deliver the whole body"
+    );
+
+    // Slow reads still deliver the whole body, in order.
+    sim.set_faults(Faults {
+        slow_reads: Some(Duration::from_millis(5)),
+        ..Faults::default()
+    });
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let checksum = |text: String| {
+        text.lines()
+            .find(|l| l.starts_with("body_checksum"))
+            .map(str::to_owned)
+    };
+    let req = client
+        .request("PUT", "/echo")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let slow = client.fetch(req).await.unwrap();
+    assert_eq!(slow.status, StatusCode::OK);
+    assert!(
+        slow.text().contains("body_bytes: 300000\n"),
+        "{}",
+        slow.text()
+    );
+
+    sim.set_faults(Faults::default());
+    let req = client
+        .request("PUT", "/echo")
+        .body(Body::from(body))
+        .unwrap();
+    let fast = client.fetch(req).await.unwrap();
+    assert_eq!(
+        checksum(slow.text()),
+        checksum(fast.text()),
+        "the same bytes either way"
+    );
+    assert_eq!(client.get("/echo").await.unwrap().status, StatusCode::OK);
+    for _ in 0..100 {
+        if sim.stats().in_flight == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sim.stats().in_flight, 0, "every faulted session ended");
+    finish(sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_iis_thread_is_enough_because_the_extension_never_blocks_it() {
+    let dll = install("pool", "worker_threads = 2\n");
+    let sim = start(&dll, |c| c.iis_threads = 1).await;
+    let client = Client::new(sim.local_addr());
+    let n = 40;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let client = client.clone();
+        tasks.spawn(async move {
+            client
+                .get(&format!("/barrier?id=pool&n={n}"))
+                .await
+                .map(|r| r.status)
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        if r.unwrap() == Ok(StatusCode::OK) {
+            ok += 1;
+        }
+    }
+    assert_eq!(
+        ok, n,
+        "all {n} requests were in the app at once, with one IIS thread"
+    );
+    finish(sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn termination_cancels_what_outlives_the_drain_time_and_ends_every_session() {
+    let dll = install("terminate", "drain_timeout = \"300ms\"\n");
+    let sim = start(&dll, |c| c.shutdown_time_limit = Duration::from_millis(100)).await;
+    let client = Client::new(sim.local_addr());
+    let hanging = {
+        let client = client.clone();
+        tokio::spawn(async move { client.get("/hang?id=t1").await })
+    };
+    for _ in 0..100 {
+        if client.get("/hang-status?id=t1").await.unwrap().text() == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sim.stats().in_flight, 1);
+    let stats = finish(sim).await;
+    assert_eq!(stats.terminations, 1);
+    hanging.abort();
+}
