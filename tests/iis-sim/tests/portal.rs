@@ -1,0 +1,79 @@
+//! The portal as an ISAPI extension, reached with curl through the IIS
+//! simulator's Windows authentication (Basic here).
+
+use std::process::Command;
+
+use iis_sim::{Config, Users, WindowsAuth};
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "10",
+            "--write-out",
+            "\n%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (body.to_owned(), code.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_reaches_the_portal_as_a_cleaned_automatically_created_user() {
+    let dll = iis_sim::build_cdylib("portal-isapi").unwrap();
+    let dir = std::env::temp_dir().join(format!("portal-isapi-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("portal_isapi.so");
+    std::fs::copy(&dll, &copy).unwrap();
+    std::fs::write(
+        dir.join("portal_isapi.toml"),
+        "[app]\ndata_dir = \"data\"\nadmins = ['EXAMPLE\\alice']\n\n[app.auth_container]\nallowed_domains = [\"EXAMPLE\"]\n",
+    )
+    .unwrap();
+    let mut config = Config::new(&copy);
+    config.auth = WindowsAuth::Basic {
+        domain: "EXAMPLE".into(),
+        users: Users::Listed([("alice".to_owned(), "wonderland".to_owned())].into()),
+        anonymous: false,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = iis_sim::start(config, listener).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", sim.local_addr().port());
+
+    let whoami = format!("{base}/api/whoami");
+    let (body, code) =
+        tokio::task::spawn_blocking(move || curl(&["-u", "alice:wonderland", &whoami]))
+            .await
+            .unwrap();
+    assert_eq!(code, "200", "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["user"], "alice", "{v}");
+    assert_eq!(v["identity"], "EXAMPLE\\alice", "{v}");
+
+    // The user now exists in the store, created on that first visit.
+    let users = format!("{base}/api/users");
+    let (body, code) =
+        tokio::task::spawn_blocking(move || curl(&["-u", "alice:wonderland", &users]))
+            .await
+            .unwrap();
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"alice\""), "{body}");
+    assert!(dir.join("data").join("kallithea.sqlite3").is_file());
+
+    // Without credentials IIS answers the challenge; the app is not reached.
+    let plain = format!("{base}/api/whoami");
+    let (_, code) = tokio::task::spawn_blocking(move || curl(&[&plain]))
+        .await
+        .unwrap();
+    assert_eq!(code, "401");
+
+    let stats = sim.shutdown().await;
+    assert!(stats.violations.is_empty(), "{:?}", stats.violations);
+    let _ = std::fs::remove_dir_all(&dir);
+}
