@@ -76,7 +76,9 @@ pub struct Config {
     pub auth: WindowsAuth,
     /// How much of a request body is read before `HttpExtensionProc`.
     pub read_ahead: usize,
-    /// Threads calling `HttpExtensionProc`.
+    /// Threads calling `HttpExtensionProc`: 0 (the default) calls it on the
+    /// thread that read the request, as IIS's worker threads do; a number
+    /// gives a dedicated pool that small, to show an extension that blocks.
     pub iis_threads: usize,
     /// How long a recycle or shutdown waits for in-flight requests before
     /// calling `TerminateExtension` (IIS's `shutdownTimeLimit`).
@@ -84,8 +86,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults: mounted at `/`, site 1, anonymous, 48 KiB read-ahead, four
-    /// IIS threads, 30 s shutdown limit.
+    /// Defaults: mounted at `/`, site 1, anonymous, 48 KiB read-ahead,
+    /// `HttpExtensionProc` on the request's own thread, 30 s shutdown limit.
     pub fn new(dll: impl Into<PathBuf>) -> Self {
         Config {
             dll: dll.into(),
@@ -93,7 +95,7 @@ impl Config {
             site_id: 1,
             auth: WindowsAuth::Anonymous,
             read_ahead: 48 * 1024,
-            iis_threads: 4,
+            iis_threads: 0,
             shutdown_time_limit: Duration::from_secs(30),
         }
     }
@@ -282,14 +284,19 @@ impl Shared {
     }
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 /// The threads IIS calls `HttpExtensionProc` on.
 struct IisPool {
-    jobs: Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+    jobs: Option<Mutex<std::sync::mpsc::Sender<Job>>>,
 }
 
 impl IisPool {
     fn new(threads: usize) -> Self {
-        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        if threads == 0 {
+            return IisPool { jobs: None };
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
             let rx = Arc::clone(&rx);
@@ -305,17 +312,21 @@ impl IisPool {
                 .expect("spawning an IIS pool thread");
         }
         IisPool {
-            jobs: Mutex::new(tx),
+            jobs: Some(Mutex::new(tx)),
         }
     }
 
     async fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+        let Some(jobs) = &self.jobs else {
+            // On this thread, as IIS calls the extension from the thread that
+            // read the request.
+            return Some(f());
+        };
         let (tx, rx) = oneshot::channel();
-        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
-        self.jobs
-            .lock()
+        jobs.lock()
             .unwrap_or_else(|e| e.into_inner())
             .send(job)
             .ok()?;
@@ -1182,3 +1193,5 @@ pub fn build_cdylib(package: &str) -> Result<PathBuf, String> {
         "cargo built {package} but reported no {suffix} file"
     ))
 }
+
+pub mod proxy;

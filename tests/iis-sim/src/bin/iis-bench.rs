@@ -1,0 +1,236 @@
+//! In-process vs out-of-process: the conformance app as an ISAPI extension
+//! inside the IIS simulator, and the same app on host-hyper in a separate
+//! process behind the simulator acting as a reverse proxy (with the pairing
+//! secret). Alternating rounds over loopback; prints requests per second of
+//! each and their ratio (goal: in process ≥ 2 × out of process).
+//!
+//! ```text
+//! cargo run --release -p iis-sim --bin iis-bench [-- --seconds 3 --rounds 3 --connections 16]
+//! ```
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::HeaderName;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use iis_sim::proxy::ProxyConfig;
+use iis_sim::{Config, Users, WindowsAuth};
+
+const SECRET: &str = "bench-pairing-secret-0123456789abcdef";
+const PATH: &str = "/conformance/echo";
+
+fn auth() -> WindowsAuth {
+    WindowsAuth::Basic {
+        domain: "EXAMPLE".into(),
+        users: Users::Listed([("alice".to_owned(), "pw".to_owned())].into()),
+        anonymous: false,
+    }
+}
+
+/// The back end: host-hyper serving the conformance app, trusting the proxy
+/// on loopback. Prints its address, serves until standard input closes.
+async fn backend() -> ExitCode {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let setup = kallithea_conformance::Setup::main();
+    let dispatcher = kallithea_conformance::dispatcher(&setup).expect("dispatcher");
+    let trust = host_hyper::ProxyTrust::new(vec!["127.0.0.1/32".parse().expect("cidr")], SECRET);
+    let server = host_hyper::Server::new()
+        .path_base(setup.path_base)
+        .trust(trust)
+        .start(listener, dispatcher)
+        .expect("server");
+    println!("{}", server.local_addr());
+    let _ = std::io::stdout().flush();
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    })
+    .await;
+    server.shutdown(Duration::from_secs(2)).await;
+    ExitCode::SUCCESS
+}
+
+async fn load(addr: SocketAddr, connections: usize, seconds: u64) -> (f64, u64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let auth = iis_sim::basic_credentials("alice", "pw");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (done, failed, stop, auth) = (done.clone(), failed.clone(), stop.clone(), auth.clone());
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let _ = stream.set_nodelay(true);
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            while !stop.load(Ordering::Relaxed) {
+                let req = http::Request::get(PATH)
+                    .header("host", "bench")
+                    .header("authorization", auth.as_str())
+                    .body(Empty::<bytes::Bytes>::new())
+                    .expect("request");
+                let ok = match send.send_request(req).await {
+                    Ok(resp) => resp.status() == 200 && resp.into_body().collect().await.is_ok(),
+                    Err(_) => false,
+                };
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let n = done.load(Ordering::Relaxed);
+    (
+        n as f64 / started.elapsed().as_secs_f64(),
+        failed.load(Ordering::Relaxed),
+    )
+}
+
+fn arg(args: &[String], name: &str, default: u64) -> Result<u64, String> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{name} needs a number")),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--backend") {
+        return backend().await;
+    }
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("usage: iis-bench [--seconds N] [--rounds N] [--connections N]");
+        return ExitCode::SUCCESS;
+    }
+    let (seconds, rounds, connections) = match (
+        arg(&args, "--seconds", 3),
+        arg(&args, "--rounds", 3),
+        arg(&args, "--connections", 16),
+    ) {
+        (Ok(s), Ok(r), Ok(c)) => (s, r as usize, c as usize),
+        (s, r, c) => {
+            eprintln!(
+                "iis-bench: {}",
+                [s.err(), r.err(), c.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            return ExitCode::from(2);
+        }
+    };
+
+    // In process: the extension DLL in the simulator.
+    let dll = match iis_sim::build_cdylib("conformance-isapi") {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("iis-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("iis-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp folder");
+    let copy = dir.join("app.so");
+    std::fs::copy(&dll, &copy).expect("copy the DLL");
+    std::fs::write(
+        dir.join("app.toml"),
+        "worker_threads = 2\nlog_filter = \"warn\"\n",
+    )
+    .expect("config");
+    let mut config = Config::new(&copy);
+    config.vdir = "/conformance".into();
+    config.auth = auth();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let sim = iis_sim::start(config, listener).await.expect("simulator");
+
+    // Out of process: host-hyper in a child process behind the proxy.
+    let exe = std::env::current_exe().expect("own path");
+    let mut child = std::process::Command::new(exe)
+        .arg("--backend")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the back end");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("back end address");
+    let backend: SocketAddr = line.trim().parse().expect("back end address");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let proxy_addr = listener.local_addr().expect("addr");
+    let proxy = iis_sim::proxy::start(
+        ProxyConfig {
+            backend,
+            secret: SECRET.into(),
+            secret_header: HeaderName::from_static(host_hyper::DEFAULT_SECRET_HEADER),
+            user_header: HeaderName::from_static(host_hyper::DEFAULT_IDENTITY_HEADER),
+            auth: auth(),
+        },
+        listener,
+    );
+
+    println!(
+        "iis-bench: GET {PATH}, {connections} connections, {rounds} rounds of {seconds} s each"
+    );
+    let (mut inp, mut outp) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let (a, fa) = load(sim.local_addr(), connections, seconds).await;
+        let (b, fb) = load(proxy_addr, connections, seconds).await;
+        println!(
+            "round {round}: in process (ISAPI) {a:>9.0} req/s   out of process (proxy → host-hyper) {b:>9.0} req/s   ratio {:.2}",
+            a / b
+        );
+        if fa + fb > 0 {
+            eprintln!("iis-bench: {fa} in-process and {fb} out-of-process requests failed");
+            let _ = child.kill();
+            let _ = child.wait();
+            return ExitCode::FAILURE;
+        }
+        inp.push(a);
+        outp.push(b);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let ratio = mean(&inp) / mean(&outp);
+    println!(
+        "mean: in process {:.0} req/s, out of process {:.0} req/s, ratio {ratio:.2} (goal ≥ 2.00)",
+        mean(&inp),
+        mean(&outp)
+    );
+    proxy.abort();
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let stats = sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !stats.violations.is_empty() {
+        eprintln!("iis-bench: ISAPI violations: {:#?}", stats.violations);
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
