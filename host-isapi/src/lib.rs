@@ -2,13 +2,26 @@
 //!
 //! A `cdylib` crate exports the three functions IIS looks up with one macro:
 //!
-//! ```ignore
+//! ```no_run
+//! use std::convert::Infallible;
+//!
 //! use host_isapi::Startup;
-//! use kallithea_core::{BoxError, Dispatcher};
+//! use kallithea_core::{service_fn, Body, BoxError, Dispatcher};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct MySettings {
+//!     greeting: String,
+//! }
 //!
 //! fn make_app(startup: &Startup<'_>) -> Result<Dispatcher, BoxError> {
+//!     // The `[app]` section of the configuration file beside the DLL.
 //!     let settings: MySettings = startup.app_config()?;
-//!     Ok(Dispatcher::builder(my_router(settings))
+//!     let greeting = settings.greeting;
+//!     let app = service_fn(move |_req: http::Request<Body>| {
+//!         let body = Body::from(greeting.clone());
+//!         async move { Ok::<_, Infallible>(http::Response::new(body)) }
+//!     });
+//!     Ok(Dispatcher::builder(app)
 //!         .limits(startup.config().limits.clone())
 //!         .build())
 //! }
