@@ -1195,3 +1195,142 @@ pub fn build_cdylib(package: &str) -> Result<PathBuf, String> {
 }
 
 pub mod proxy;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A simulator with no extension loaded, and one request registered.
+    fn request(shared_rt: &tokio::runtime::Runtime) -> (Arc<Shared>, Arc<SimRequest>) {
+        let shared = Arc::new(Shared {
+            config: Config::new("/nonexistent.so"),
+            index: OnceLock::new(),
+            next_seq: AtomicUsize::new(1),
+            requests: Mutex::new(HashMap::new()),
+            instance: tokio::sync::RwLock::new(None),
+            generation: AtomicU64::new(0),
+            pool: IisPool::new(0),
+            faults: Mutex::new(Faults::default()),
+            counters: Counters {
+                requests: AtomicU64::new(0),
+                sessions_ended: AtomicU64::new(0),
+                loads: AtomicU64::new(0),
+                terminations: AtomicU64::new(0),
+                slowest_proc_us: AtomicU64::new(0),
+            },
+            violations: Mutex::new(Vec::new()),
+            rt: shared_rt.handle().clone(),
+        });
+        let _ = shared.index.set(registry::register_simulator(&shared));
+        let seq = shared.next_seq.fetch_add(1, Ordering::AcqRel);
+        let info = vars::RequestInfo {
+            method: "GET".into(),
+            target: b"/".to_vec(),
+            path: b"/".to_vec(),
+            query: Vec::new(),
+            version: Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+            remote: "127.0.0.1:1".parse().unwrap(),
+            local: "127.0.0.1:2".parse().unwrap(),
+            user: None,
+            vdir: "/".into(),
+            site_id: 1,
+            physical_path: String::new(),
+        };
+        let req = Arc::new(SimRequest {
+            seq,
+            generation: 0,
+            shared: Arc::clone(&shared),
+            info,
+            keep_alive_wanted: true,
+            disconnected: AtomicBool::new(false),
+            written: AtomicU64::new(0),
+            faults: Faults::default(),
+            state: Mutex::new(ReqState::default()),
+            body: Arc::new(tokio::sync::Mutex::new(BodySource {
+                body: None,
+                leftover: Bytes::new(),
+                delivered: 0,
+            })),
+        });
+        shared
+            .requests
+            .lock()
+            .unwrap()
+            .insert(seq, Arc::clone(&req));
+        (shared, req)
+    }
+
+    #[test]
+    fn a_second_done_and_any_use_after_done_are_violations() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (shared, req) = request(&rt);
+        let handle = registry::handle(*shared.index.get().unwrap(), req.seq);
+        assert!(registry::lookup(handle, "GetServerVariable").is_some());
+        assert!(shared.stats().violations.is_empty());
+
+        req.done(Some(HSE_STATUS_SUCCESS_AND_KEEP_CONN)).unwrap();
+        assert_eq!(shared.stats().in_flight, 0);
+        assert!(req.done(None).is_err());
+        assert!(registry::lookup(handle, "WriteClient").is_none());
+        let v = shared.stats().violations;
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].contains("sent twice"), "{v:?}");
+        assert!(
+            v[1].contains("WriteClient") && v[1].contains("after its session ended"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn asynchronous_io_needs_a_callback_and_one_operation_at_a_time() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (shared, req) = request(&rt);
+        assert!(
+            req.begin_async("read").is_err(),
+            "no completion callback registered"
+        );
+        assert!(shared.stats().violations[0].contains("HSE_REQ_IO_COMPLETION"));
+    }
+
+    #[test]
+    fn server_variables_follow_the_size_and_encoding_rules() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (_shared, req) = request(&rt);
+        assert_eq!(req.server_variable("REQUEST_METHOD").unwrap(), b"GET\0");
+        assert_eq!(
+            req.server_variable("unicode_request_method").unwrap(),
+            [b'G', 0, b'E', 0, b'T', 0, 0, 0]
+        );
+        assert_eq!(req.server_variable("AUTH_TYPE").unwrap(), b"\0");
+        assert_eq!(
+            req.server_variable("NO_SUCH_VARIABLE").unwrap_err(),
+            host_isapi::ffi::ERROR_INVALID_INDEX
+        );
+        assert_eq!(
+            req.server_variable("HTTP_X_MISSING").unwrap_err(),
+            host_isapi::ffi::ERROR_INVALID_INDEX
+        );
+    }
+
+    #[test]
+    fn plain_user_variables_are_in_the_code_page_and_unicode_ones_are_whole() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (_shared, req) = request(&rt);
+        let mut info = vars::RequestInfo {
+            ..req.info.clone_for_test()
+        };
+        info.user = Some(WindowsUser {
+            name: "EXAMPLE\\張三".into(),
+            auth_type: "Negotiate".into(),
+        });
+        assert_eq!(info.lookup("REMOTE_USER").unwrap(), b"EXAMPLE\\??\0");
+        let wide = info.lookup("UNICODE_REMOTE_USER").unwrap();
+        let units: Vec<u16> = wide
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(String::from_utf16(&units).unwrap(), "EXAMPLE\\張三\0");
+        assert_eq!(info.lookup("AUTH_TYPE").unwrap(), b"Negotiate\0");
+    }
+}

@@ -56,6 +56,24 @@ enum Value {
 }
 
 impl RequestInfo {
+    #[cfg(test)]
+    pub(crate) fn clone_for_test(&self) -> RequestInfo {
+        RequestInfo {
+            method: self.method.clone(),
+            target: self.target.clone(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            version: self.version,
+            headers: self.headers.clone(),
+            remote: self.remote,
+            local: self.local,
+            user: self.user.clone(),
+            vdir: self.vdir.clone(),
+            site_id: self.site_id,
+            physical_path: self.physical_path.clone(),
+        }
+    }
+
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         let name = name.to_ascii_lowercase().replace('_', "-");
         let mut values = self.headers.get_all(name.as_str()).iter();
