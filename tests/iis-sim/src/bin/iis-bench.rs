@@ -120,7 +120,7 @@ async fn main() -> ExitCode {
         return backend().await;
     }
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: iis-bench [--seconds N] [--rounds N] [--connections N]");
+        println!("usage: iis-bench [--seconds N] [--rounds N] [--connections N] [--only in|out]");
         return ExitCode::SUCCESS;
     }
     let (seconds, rounds, connections) = match (
@@ -196,13 +196,27 @@ async fn main() -> ExitCode {
         listener,
     );
 
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
     println!(
         "iis-bench: GET {PATH}, {connections} connections, {rounds} rounds of {seconds} s each"
     );
     let (mut inp, mut outp) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let (a, fa) = load(sim.local_addr(), connections, seconds).await;
-        let (b, fb) = load(proxy_addr, connections, seconds).await;
+        // `--only` runs one side, for profiling it alone.
+        let (a, fa) = if only == Some("out") {
+            (f64::NAN, 0)
+        } else {
+            load(sim.local_addr(), connections, seconds).await
+        };
+        let (b, fb) = if only == Some("in") {
+            (f64::NAN, 0)
+        } else {
+            load(proxy_addr, connections, seconds).await
+        };
         println!(
             "round {round}: in process (ISAPI) {a:>9.0} req/s   out of process (proxy → host-hyper) {b:>9.0} req/s   ratio {:.2}",
             a / b
