@@ -313,7 +313,12 @@ where
             parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
         }
     }
+    // A response that starts before the request body was read to its end
+    // (an early answer, a refusal, a full-duplex stream) closes the
+    // connection: what is left of the body must not be taken for the next
+    // request, and the client may still be sending it.
     let keep = keep_alive
+        && exchange.body_complete.load(Ordering::Acquire)
         && !parts.headers.get_all(CONNECTION).iter().any(|v| {
             v.to_str()
                 .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))

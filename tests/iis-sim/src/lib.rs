@@ -990,7 +990,8 @@ async fn handle(
             "the extension ended the session without sending a response",
         ));
     };
-    let keep = request.lock().keep_conn && keep_alive_wanted;
+    // What the extension decided (fKeepConn in the header call).
+    let keep = request.lock().keep_conn;
     let mut response = Response::new(SimBody {
         rx: Some(body_rx),
         fixed: None,

@@ -291,3 +291,54 @@ async fn termination_cancels_what_outlives_the_drain_time_and_ends_every_session
     assert_eq!(stats.terminations, 1);
     hanging.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_follows_the_request_and_the_response() {
+    use kallithea_conformance::client::RawConn;
+    let dll = install("keepalive", "worker_threads = 2\n");
+    let sim = start(&dll, |_| {}).await;
+
+    // HTTP/1.1: two requests on one connection.
+    let mut conn = RawConn::connect(sim.local_addr()).await.unwrap();
+    for _ in 0..2 {
+        conn.send(b"GET /echo HTTP/1.1\r\nHost: k\r\n\r\n")
+            .await
+            .unwrap();
+        let r = conn.read_response(false).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.header_values("connection").is_empty(), "{:?}", r.headers);
+    }
+
+    // HTTP/1.1 asking to close, and HTTP/1.0 without keep-alive: the
+    // extension tells IIS not to keep the connection.
+    for request in [
+        &b"GET /echo HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n"[..],
+        &b"GET /echo HTTP/1.0\r\nHost: k\r\n\r\n"[..],
+    ] {
+        let mut conn = RawConn::connect(sim.local_addr()).await.unwrap();
+        conn.send(request).await.unwrap();
+        let r = conn.read_response(false).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header_values("connection"),
+            [&b"close"[..]],
+            "{:?}",
+            r.headers
+        );
+    }
+
+    // A 204 has no body written and keeps the connection for the next
+    // request.
+    let mut conn = RawConn::connect(sim.local_addr()).await.unwrap();
+    conn.send(b"GET /status/204 HTTP/1.1\r\nHost: k\r\n\r\n")
+        .await
+        .unwrap();
+    let r = conn.read_response(false).await.unwrap();
+    assert_eq!(r.status, 204);
+    assert!(r.body.is_empty());
+    conn.send(b"GET /echo HTTP/1.1\r\nHost: k\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(conn.read_response(false).await.unwrap().status, 200);
+    finish(sim).await;
+}
