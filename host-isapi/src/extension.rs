@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{self, IsapiConfig};
 use crate::ffi::ecb::Connection;
-use crate::ffi::{DWORD, HSE_STATUS_ERROR, HSE_STATUS_PENDING, HSE_STATUS_SUCCESS};
+use crate::ffi::{DWORD, HSE_STATUS_ERROR};
 use crate::runtime::ExtensionRuntime;
 use crate::session;
 use crate::startup::StartupFailure;
@@ -266,11 +266,6 @@ impl Extension {
             }
         }
     }
-
-    /// The status IIS gets for a request answered without going pending.
-    pub(crate) const ANSWERED: DWORD = HSE_STATUS_SUCCESS;
-    /// The status for a request now running on the runtime.
-    pub(crate) const PENDING: DWORD = HSE_STATUS_PENDING;
 }
 
 impl Running {

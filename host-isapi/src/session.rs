@@ -19,9 +19,9 @@ use kallithea_core::cgi::{self, ServerVariables};
 use kallithea_core::{Body, BodySender, BoxError, ConnectionInfo};
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::extension::{Extension, Running};
+use crate::extension::Running;
 use crate::ffi::ecb::Connection;
-use crate::ffi::{DWORD, HSE_UNKNOWN_LENGTH};
+use crate::ffi::{DWORD, HSE_STATUS_PENDING, HSE_STATUS_SUCCESS, HSE_UNKNOWN_LENGTH};
 use crate::runtime::Outcome;
 
 /// The most one asynchronous read asks IIS for.
@@ -91,7 +91,7 @@ pub(crate) fn serve(running: &Arc<Running>, conn: Connection) -> DWORD {
         preloaded,
     );
     match running.runtime.spawn(request, done) {
-        Ok(_) => Extension::PENDING,
+        Ok(_) => HSE_STATUS_PENDING,
         Err(_) => answer_now(
             &conn,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -114,7 +114,7 @@ fn answer_now(conn: &Connection, status: StatusCode, message: &str) -> DWORD {
     {
         let _ = conn.write_sync(body.as_bytes());
     }
-    Extension::ANSWERED
+    HSE_STATUS_SUCCESS
 }
 
 /// The runtime's completion: ends the session exactly once.
@@ -141,16 +141,18 @@ fn finish(exchange: &Exchange, outcome: Outcome) {
     exchange.conn.done(keep);
 }
 
+/// Whether a `Connection` header lists `token`.
+fn connection_says(headers: &http::HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
 fn wants_keep_alive(req: &http::request::Parts) -> bool {
-    let says = |word: &str| {
-        req.headers.get_all(CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(word)))
-        })
-    };
     match req.version {
-        Version::HTTP_10 | Version::HTTP_09 => says("keep-alive"),
-        _ => !says("close"),
+        Version::HTTP_10 | Version::HTTP_09 => connection_says(&req.headers, "keep-alive"),
+        _ => !connection_says(&req.headers, "close"),
     }
 }
 
@@ -319,10 +321,7 @@ where
     // request, and the client may still be sending it.
     let keep = keep_alive
         && exchange.body_complete.load(Ordering::Acquire)
-        && !parts.headers.get_all(CONNECTION).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-        });
+        && !connection_says(&parts.headers, "close");
     exchange
         .conn
         .send_headers(

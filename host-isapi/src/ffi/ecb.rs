@@ -175,14 +175,29 @@ impl Connection {
     /// the buffer as `ERROR_INSUFFICIENT_BUFFER` asks; `None` when IIS does
     /// not know the variable or has no value for it.
     pub fn server_variable(&self, name: &str) -> Option<Vec<u8>> {
+        self.negotiate::<u8>(name, 256)
+    }
+
+    /// A `UNICODE_` server variable (IIS returns UTF-16; sizes are in bytes),
+    /// decoded; invalid UTF-16 is replaced, not dropped.
+    pub fn unicode_server_variable(&self, name: &str) -> Option<String> {
+        let raw = self.negotiate::<u16>(name, 128)?;
+        Some(String::from_utf16_lossy(&raw))
+    }
+
+    /// `GetServerVariable` into a buffer of `T` units (bytes, or UTF-16 for
+    /// `UNICODE_` names; IIS counts sizes in bytes either way), retrying with
+    /// the size IIS asks for.
+    fn negotiate<T: Copy + Default + PartialEq>(&self, name: &str, first: usize) -> Option<Vec<T>> {
+        let unit = std::mem::size_of::<T>();
         let mut name = Self::name(name)?;
-        let mut buf: Vec<u8> = vec![0; 256];
+        let mut buf: Vec<T> = vec![T::default(); first];
         for _ in 0..4 {
-            let mut size = buf.len() as DWORD;
-            let r = self.with_ecb(|ecb| {
+            let mut size = (buf.len() * unit) as DWORD;
+            let (ok, err) = self.with_ecb(|ecb| {
                 let get = ecb.GetServerVariable?;
                 // SAFETY: the name is NUL-terminated; `size` is the buffer's
-                // true length; both outlive the call.
+                // true length in bytes; both outlive the call.
                 let ok = unsafe {
                     get(
                         ecb.ConnID,
@@ -193,64 +208,20 @@ impl Connection {
                 };
                 Some((ok, last_error()))
             })??;
-            let (ok, err) = r;
             if ok != FALSE {
-                buf.truncate((size as usize).min(buf.len()));
-                if buf.last() == Some(&0) {
+                buf.truncate((size as usize / unit).min(buf.len()));
+                if buf.last() == Some(&T::default()) {
                     buf.pop();
                 }
                 return Some(buf);
             }
             // Values are bounded by IIS's own request limits; refuse anything
             // absurd rather than allocate it.
-            if err != ERROR_INSUFFICIENT_BUFFER
-                || (size as usize) <= buf.len()
-                || size > 16 * 1024 * 1024
-            {
-                return None;
-            }
-            buf = vec![0; size as usize];
-        }
-        None
-    }
-
-    /// A `UNICODE_` server variable (IIS returns UTF-16; sizes are in bytes),
-    /// decoded; invalid UTF-16 is replaced, not dropped.
-    pub fn unicode_server_variable(&self, name: &str) -> Option<String> {
-        let raw = self.server_variable_utf16(name)?;
-        Some(String::from_utf16_lossy(&raw))
-    }
-
-    fn server_variable_utf16(&self, name: &str) -> Option<Vec<u16>> {
-        let mut name = Self::name(name)?;
-        let mut buf: Vec<u16> = vec![0; 128];
-        for _ in 0..4 {
-            let mut size = (buf.len() * 2) as DWORD;
-            let (ok, err) = self.with_ecb(|ecb| {
-                let get = ecb.GetServerVariable?;
-                // SAFETY: as in `server_variable`; the size is in bytes.
-                let ok = unsafe {
-                    get(
-                        ecb.ConnID,
-                        name.as_mut_ptr().cast(),
-                        buf.as_mut_ptr().cast(),
-                        &mut size,
-                    )
-                };
-                Some((ok, last_error()))
-            })??;
-            if ok != FALSE {
-                buf.truncate((size as usize / 2).min(buf.len()));
-                if buf.last() == Some(&0) {
-                    buf.pop();
-                }
-                return Some(buf);
-            }
-            let needed = (size as usize).div_ceil(2);
+            let needed = (size as usize).div_ceil(unit);
             if err != ERROR_INSUFFICIENT_BUFFER || needed <= buf.len() || size > 16 * 1024 * 1024 {
                 return None;
             }
-            buf = vec![0; needed];
+            buf = vec![T::default(); needed];
         }
         None
     }

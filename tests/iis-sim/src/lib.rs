@@ -159,6 +159,7 @@ struct Instance {
     generation: u64,
 }
 
+#[derive(Default)]
 struct Counters {
     requests: AtomicU64,
     sessions_ended: AtomicU64,
@@ -182,6 +183,25 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A registered simulator with nothing loaded yet, on the current runtime.
+    fn new(config: Config) -> Arc<Shared> {
+        let shared = Arc::new(Shared {
+            pool: IisPool::new(config.iis_threads),
+            config,
+            index: OnceLock::new(),
+            next_seq: AtomicUsize::new(1),
+            requests: Mutex::new(HashMap::new()),
+            instance: tokio::sync::RwLock::new(None),
+            generation: AtomicU64::new(0),
+            faults: Mutex::new(Faults::default()),
+            counters: Counters::default(),
+            violations: Mutex::new(Vec::new()),
+            rt: tokio::runtime::Handle::current(),
+        });
+        let _ = shared.index.set(registry::register_simulator(&shared));
+        shared
+    }
+
     pub(crate) fn request(&self, seq: usize) -> Option<Arc<SimRequest>> {
         self.requests
             .lock()
@@ -1038,29 +1058,10 @@ pub async fn start(
             set.remove(&dll);
         }
     };
-    let shared = Arc::new(Shared {
-        pool: IisPool::new(config.iis_threads),
-        config: Config {
-            dll: dll.clone(),
-            ..config
-        },
-        index: OnceLock::new(),
-        next_seq: AtomicUsize::new(1),
-        requests: Mutex::new(HashMap::new()),
-        instance: tokio::sync::RwLock::new(None),
-        generation: AtomicU64::new(0),
-        faults: Mutex::new(Faults::default()),
-        counters: Counters {
-            requests: AtomicU64::new(0),
-            sessions_ended: AtomicU64::new(0),
-            loads: AtomicU64::new(0),
-            terminations: AtomicU64::new(0),
-            slowest_proc_us: AtomicU64::new(0),
-        },
-        violations: Mutex::new(Vec::new()),
-        rt: tokio::runtime::Handle::current(),
+    let shared = Shared::new(Config {
+        dll: dll.clone(),
+        ..config
     });
-    let _ = shared.index.set(registry::register_simulator(&shared));
     let instance = match shared.load().await {
         Ok(i) => i,
         Err(e) => {
@@ -1203,26 +1204,10 @@ mod tests {
 
     /// A simulator with no extension loaded, and one request registered.
     fn request(shared_rt: &tokio::runtime::Runtime) -> (Arc<Shared>, Arc<SimRequest>) {
-        let shared = Arc::new(Shared {
-            config: Config::new("/nonexistent.so"),
-            index: OnceLock::new(),
-            next_seq: AtomicUsize::new(1),
-            requests: Mutex::new(HashMap::new()),
-            instance: tokio::sync::RwLock::new(None),
-            generation: AtomicU64::new(0),
-            pool: IisPool::new(0),
-            faults: Mutex::new(Faults::default()),
-            counters: Counters {
-                requests: AtomicU64::new(0),
-                sessions_ended: AtomicU64::new(0),
-                loads: AtomicU64::new(0),
-                terminations: AtomicU64::new(0),
-                slowest_proc_us: AtomicU64::new(0),
-            },
-            violations: Mutex::new(Vec::new()),
-            rt: shared_rt.handle().clone(),
-        });
-        let _ = shared.index.set(registry::register_simulator(&shared));
+        let shared = {
+            let _enter = shared_rt.enter();
+            Shared::new(Config::new("/nonexistent.so"))
+        };
         let seq = shared.next_seq.fetch_add(1, Ordering::AcqRel);
         let info = vars::RequestInfo {
             method: "GET".into(),
