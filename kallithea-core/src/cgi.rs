@@ -167,13 +167,31 @@ pub fn request_from_server_variables(
         None => HeaderMap::new(),
     };
 
+    // Each variable is asked for once: every call crosses into the host.
+    let mut kept = HostVariables::new();
+    let mut user = None;
+    for name in KEPT_VARIABLES {
+        let value = if matches!(*name, "REMOTE_USER" | "LOGON_USER" | "AUTH_USER") {
+            let found = user_name(vars, name);
+            if *name == "REMOTE_USER" {
+                user.clone_from(&found);
+            }
+            found.map(String::into_bytes)
+        } else {
+            vars.get(name)
+        };
+        if let Some(v) = value {
+            kept.insert(name, v);
+        }
+    }
+
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
     parts.version = version;
     parts.headers = headers;
 
-    let secure = vars
+    let secure = kept
         .get("HTTPS")
         .is_some_and(|v| v.eq_ignore_ascii_case(b"on"));
     parts.extensions.insert(ConnectionInfo {
@@ -182,34 +200,21 @@ pub fn request_from_server_variables(
         secure,
         proxy: None,
     });
-    if let Some(base) = vars
-        .get("APPL_MD_PATH")
-        .and_then(|p| String::from_utf8(p).ok())
-        .and_then(|p| path_base_from_metabase(&p))
+    if let Some(base) = kept
+        .get_str("APPL_MD_PATH")
+        .and_then(path_base_from_metabase)
         .filter(|b| !b.is_root())
     {
         parts.extensions.insert(base);
     }
-
-    let mut kept = HostVariables::new();
-    for name in KEPT_VARIABLES {
-        let value = if matches!(*name, "REMOTE_USER" | "LOGON_USER" | "AUTH_USER") {
-            user_name(vars, name).map(String::into_bytes)
-        } else {
-            vars.get(name)
-        };
-        if let Some(v) = value {
-            kept.insert(name, v);
-        }
-    }
-    if let Some(user) = user_name(vars, "REMOTE_USER") {
-        let scheme = vars
-            .get("AUTH_TYPE")
-            .and_then(|t| String::from_utf8(t).ok())
+    if let Some(user) = user {
+        let scheme = kept
+            .get_str("AUTH_TYPE")
             .filter(|t| !t.trim().is_empty())
-            .map_or(AuthScheme::Other("unknown".into()), |t| {
-                AuthScheme::from_host_name(&t)
-            });
+            .map_or(
+                AuthScheme::Other("unknown".into()),
+                AuthScheme::from_host_name,
+            );
         parts.extensions.insert(Identity::from_host(user, scheme));
     }
     parts.extensions.insert(kept);
@@ -301,6 +306,7 @@ mod tests {
     struct Vars {
         plain: HashMap<&'static str, Vec<u8>>,
         unicode: HashMap<&'static str, String>,
+        asked: std::cell::RefCell<Vec<String>>,
     }
 
     impl Vars {
@@ -325,11 +331,33 @@ mod tests {
 
     impl ServerVariables for Vars {
         fn get(&self, name: &str) -> Option<Vec<u8>> {
+            self.asked.borrow_mut().push(name.to_owned());
             self.plain.get(name).cloned()
         }
         fn get_unicode(&self, name: &str) -> Option<String> {
+            self.asked.borrow_mut().push(name.to_owned());
             self.unicode.get(name).cloned()
         }
+    }
+
+    #[test]
+    fn each_variable_is_asked_for_once() {
+        // Every lookup is a call into the host (and, on IIS, a buffer
+        // negotiation): asking twice is waste on every request.
+        let mut v = Vars::base();
+        v.plain.insert("REMOTE_USER", b"EXAMPLE\\alice".to_vec());
+        v.unicode
+            .insert("UNICODE_REMOTE_USER", "EXAMPLE\\alice".into());
+        v.plain.insert("AUTH_TYPE", b"Negotiate".to_vec());
+        v.plain.insert("HTTPS", b"on".to_vec());
+        let r = request_from_server_variables(&v, "GET").unwrap().parts;
+        assert_eq!(r.identity().unwrap().name(), "EXAMPLE\\alice");
+        assert!(r.connection_info().unwrap().secure);
+        let mut asked = v.asked.borrow().clone();
+        let all = asked.len();
+        asked.sort();
+        asked.dedup();
+        assert_eq!(asked.len(), all, "a variable was asked for twice");
     }
 
     #[test]

@@ -175,26 +175,58 @@ impl Connection {
     /// the buffer as `ERROR_INSUFFICIENT_BUFFER` asks; `None` when IIS does
     /// not know the variable or has no value for it.
     pub fn server_variable(&self, name: &str) -> Option<Vec<u8>> {
-        self.negotiate::<u8>(name, 256)
+        self.negotiate::<u8, 1024>(name)
     }
 
     /// A `UNICODE_` server variable (IIS returns UTF-16; sizes are in bytes),
     /// decoded; invalid UTF-16 is replaced, not dropped.
     pub fn unicode_server_variable(&self, name: &str) -> Option<String> {
-        let raw = self.negotiate::<u16>(name, 128)?;
+        let raw = self.negotiate::<u16, 256>(name)?;
         Some(String::from_utf16_lossy(&raw))
     }
 
     /// `GetServerVariable` into a buffer of `T` units (bytes, or UTF-16 for
-    /// `UNICODE_` names; IIS counts sizes in bytes either way), retrying with
-    /// the size IIS asks for.
-    fn negotiate<T: Copy + Default + PartialEq>(&self, name: &str, first: usize) -> Option<Vec<T>> {
-        let unit = std::mem::size_of::<T>();
+    /// `UNICODE_` names; IIS counts sizes in bytes either way): first into
+    /// `N` units on the stack (most values fit), then into the size IIS asks
+    /// for.
+    fn negotiate<T: Copy + Default + PartialEq, const N: usize>(
+        &self,
+        name: &str,
+    ) -> Option<Vec<T>> {
         let mut name = Self::name(name)?;
-        let mut buf: Vec<T> = vec![T::default(); first];
-        for _ in 0..4 {
-            let mut size = (buf.len() * unit) as DWORD;
-            let (ok, err) = self.with_ecb(|ecb| {
+        let mut first = [T::default(); N];
+        let needed = match self.get_variable(&mut name, &mut first) {
+            Ok(n) => return Some(first[..n].to_vec()),
+            Err(needed) => needed?,
+        };
+        let mut buf = vec![T::default(); needed];
+        // The value may grow between calls (it does not in practice): a few
+        // more tries, each with the size IIS asked for.
+        for _ in 0..3 {
+            match self.get_variable(&mut name, &mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Some(buf);
+                }
+                Err(Some(needed)) if needed > buf.len() => buf = vec![T::default(); needed],
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// One `GetServerVariable` call: the value's length in units (without
+    /// its terminating NUL) at the start of `buf`, or `Err(Some(units))` when
+    /// IIS needs a larger buffer, `Err(None)` when there is no value.
+    fn get_variable<T: Copy + Default + PartialEq>(
+        &self,
+        name: &mut [u8],
+        buf: &mut [T],
+    ) -> Result<usize, Option<usize>> {
+        let unit = std::mem::size_of::<T>();
+        let mut size = (buf.len() * unit) as DWORD;
+        let (ok, err) = self
+            .with_ecb(|ecb| {
                 let get = ecb.GetServerVariable?;
                 // SAFETY: the name is NUL-terminated; `size` is the buffer's
                 // true length in bytes; both outlive the call.
@@ -207,23 +239,21 @@ impl Connection {
                     )
                 };
                 Some((ok, last_error()))
-            })??;
-            if ok != FALSE {
-                buf.truncate((size as usize / unit).min(buf.len()));
-                if buf.last() == Some(&T::default()) {
-                    buf.pop();
-                }
-                return Some(buf);
-            }
-            // Values are bounded by IIS's own request limits; refuse anything
-            // absurd rather than allocate it.
-            let needed = (size as usize).div_ceil(unit);
-            if err != ERROR_INSUFFICIENT_BUFFER || needed <= buf.len() || size > 16 * 1024 * 1024 {
-                return None;
-            }
-            buf = vec![T::default(); needed];
+            })
+            .flatten()
+            .ok_or(None)?;
+        if ok != FALSE {
+            let n = (size as usize / unit).min(buf.len());
+            let nul = n > 0 && buf[n - 1] == T::default();
+            return Ok(n - usize::from(nul));
         }
-        None
+        // Values are bounded by IIS's own request limits; refuse anything
+        // absurd rather than allocate it.
+        if err == ERROR_INSUFFICIENT_BUFFER && size <= 16 * 1024 * 1024 {
+            Err(Some((size as usize).div_ceil(unit)))
+        } else {
+            Err(None)
+        }
     }
 
     fn support(

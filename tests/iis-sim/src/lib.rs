@@ -19,6 +19,9 @@
 //!   thread's last-error value (errno here);
 //! - asynchronous reads and writes completed on other threads through the
 //!   callback registered with `HSE_REQ_IO_COMPLETION`, one at a time;
+//! - the status and headers from `HSE_REQ_SEND_RESPONSE_HEADER_EX` go out
+//!   with the first body bytes (or at the end of the session), the way a
+//!   buffered response leaves a server: one write on the wire, not two;
 //! - bookkeeping: a second asynchronous operation while one is outstanding,
 //!   a missing or second `HSE_REQ_DONE_WITH_SESSION`, and any call for a
 //!   request after its session ended are recorded as violations
@@ -41,7 +44,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -172,7 +175,7 @@ pub(crate) struct Shared {
     config: Config,
     index: OnceLock<usize>,
     next_seq: AtomicUsize,
-    requests: Mutex<HashMap<usize, Arc<SimRequest>>>,
+    requests: RwLock<HashMap<usize, Arc<SimRequest>>>,
     instance: tokio::sync::RwLock<Option<Arc<Instance>>>,
     generation: AtomicU64,
     pool: IisPool,
@@ -190,7 +193,7 @@ impl Shared {
             config,
             index: OnceLock::new(),
             next_seq: AtomicUsize::new(1),
-            requests: Mutex::new(HashMap::new()),
+            requests: RwLock::new(HashMap::new()),
             instance: tokio::sync::RwLock::new(None),
             generation: AtomicU64::new(0),
             faults: Mutex::new(Faults::default()),
@@ -204,7 +207,7 @@ impl Shared {
 
     pub(crate) fn request(&self, seq: usize) -> Option<Arc<SimRequest>> {
         self.requests
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&seq)
             .cloned()
@@ -230,7 +233,7 @@ impl Shared {
             terminations: self.counters.terminations.load(Ordering::Acquire),
             in_flight: self
                 .requests
-                .lock()
+                .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .len(),
             violations: self
@@ -269,7 +272,7 @@ impl Shared {
         let deadline = Instant::now() + self.config.shutdown_time_limit;
         let outstanding = |s: &Shared| {
             s.requests
-                .lock()
+                .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .values()
                 .filter(|r| r.generation == generation)
@@ -290,7 +293,7 @@ impl Shared {
         }
         let left: Vec<usize> = self
             .requests
-            .lock()
+            .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .filter(|r| r.generation == generation)
@@ -370,10 +373,32 @@ struct ReqState {
     pending: Option<&'static str>,
     cancel: Option<oneshot::Sender<()>>,
     head_tx: Option<oneshot::Sender<Head>>,
+    /// The status and headers the extension sent, held until the first body
+    /// bytes or the end of the session so that they leave together.
+    held_head: Option<Head>,
     body_tx: Option<mpsc::Sender<BodyChunk>>,
     headers_sent: bool,
     done: bool,
     keep_conn: bool,
+}
+
+impl ReqState {
+    /// Lets the held status and headers go to the client.
+    fn release_head(&mut self) {
+        if let Some(head) = self.held_head.take() {
+            if let Some(tx) = self.head_tx.take() {
+                let _ = tx.send(head);
+            }
+        }
+    }
+}
+
+/// How a body write stands after [`SimRequest::queue_body`].
+enum Queued {
+    /// Finished (in the response, or failed).
+    Done(Result<(), u32>),
+    /// The response has no room yet: send this when it has.
+    Wait(mpsc::Sender<BodyChunk>, Bytes),
 }
 
 /// The request body as the client sends it, with what the last read left.
@@ -526,31 +551,54 @@ impl SimRequest {
             );
             return Err(ERROR_INVALID_PARAMETER);
         }
-        let tx = self.lock().body_tx.clone();
         let (completion, ecb) = self.begin_async("write")?;
+        let len = data.len() as u32;
+        let queued = self.queue_body(data);
         let this = Arc::clone(self);
+        // The completion comes from the simulator's threads, never from
+        // inside the call.
         self.shared.rt.spawn(async move {
-            let len = data.len() as u32;
-            let r = this.send_body(tx, data).await.map(|()| len);
-            this.complete(completion, ecb, r);
+            let r = match queued {
+                Queued::Done(r) => r,
+                Queued::Wait(tx, data) => this.send_body(tx, data).await,
+            };
+            this.complete(completion, ecb, r.map(|()| len));
         });
         Ok(())
     }
 
-    async fn send_body(&self, tx: Option<mpsc::Sender<BodyChunk>>, data: Bytes) -> Result<(), u32> {
+    /// Starts a body write: puts `data` into the response at once when there
+    /// is room (with the held status and headers, so that they leave in one
+    /// piece), or says what to wait for.
+    fn queue_body(&self, data: Bytes) -> Queued {
         let before = self.written.fetch_add(data.len() as u64, Ordering::AcqRel);
         if let Some(limit) = self.faults.fail_writes_after {
             if before + data.len() as u64 > limit {
                 self.disconnected.store(true, Ordering::Release);
-                return Err(ERROR_NETNAME_DELETED);
+                return Queued::Done(Err(ERROR_NETNAME_DELETED));
             }
         }
-        let Some(tx) = tx else {
-            return Err(ERROR_NETNAME_DELETED);
+        let mut st = self.lock();
+        let Some(tx) = st.body_tx.clone() else {
+            return Queued::Done(Err(ERROR_NETNAME_DELETED));
         };
-        if data.is_empty() {
-            return Ok(());
-        }
+        let queued = if data.is_empty() {
+            Queued::Done(Ok(()))
+        } else {
+            match tx.try_send(Ok(data)) {
+                Ok(()) => Queued::Done(Ok(())),
+                Err(mpsc::error::TrySendError::Full(Ok(data))) => Queued::Wait(tx, data),
+                Err(_) => {
+                    self.disconnected.store(true, Ordering::Release);
+                    Queued::Done(Err(ERROR_NETNAME_DELETED))
+                }
+            }
+        };
+        st.release_head();
+        queued
+    }
+
+    async fn send_body(&self, tx: mpsc::Sender<BodyChunk>, data: Bytes) -> Result<(), u32> {
         tx.send(Ok(data)).await.map_err(|_| {
             self.disconnected.store(true, Ordering::Release);
             ERROR_NETNAME_DELETED
@@ -558,21 +606,21 @@ impl SimRequest {
     }
 
     pub(crate) fn write_sync(self: &Arc<Self>, data: Bytes) -> Result<(), u32> {
-        let tx = {
-            let st = self.lock();
-            if !st.headers_sent {
-                drop(st);
-                self.violation(
-                    "WriteClient before the response headers (raw responses are not simulated)",
-                );
-                return Err(ERROR_INVALID_PARAMETER);
+        if !self.lock().headers_sent {
+            self.violation(
+                "WriteClient before the response headers (raw responses are not simulated)",
+            );
+            return Err(ERROR_INVALID_PARAMETER);
+        }
+        match self.queue_body(data) {
+            Queued::Done(r) => r,
+            Queued::Wait(tx, data) => {
+                let this = Arc::clone(self);
+                self.shared
+                    .rt
+                    .block_on(async move { this.send_body(tx, data).await })
             }
-            st.body_tx.clone()
-        };
-        let this = Arc::clone(self);
-        self.shared
-            .rt
-            .block_on(async move { this.send_body(tx, data).await })
+        }
     }
 
     async fn read_body(&self, max: usize) -> Result<Bytes, u32> {
@@ -645,9 +693,7 @@ impl SimRequest {
         };
         st.headers_sent = true;
         st.keep_conn = keep_conn;
-        if let Some(tx) = st.head_tx.take() {
-            let _ = tx.send(head);
-        }
+        st.held_head = Some(head);
         Ok(())
     }
 
@@ -661,6 +707,7 @@ impl SimRequest {
         let tx = {
             let mut st = self.lock();
             st.keep_conn = false;
+            st.release_head();
             st.body_tx.take()
         };
         self.disconnected.store(true, Ordering::Release);
@@ -690,6 +737,7 @@ impl SimRequest {
             if let Some(s) = status {
                 st.keep_conn &= s == HSE_STATUS_SUCCESS_AND_KEEP_CONN;
             }
+            st.release_head();
             st.head_tx = None;
             // Dropping the sender ends the response body.
             st.body_tx = None;
@@ -706,7 +754,7 @@ impl SimRequest {
         };
         self.shared
             .requests
-            .lock()
+            .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.seq);
         self.shared
@@ -967,7 +1015,7 @@ async fn handle(
     });
     shared
         .requests
-        .lock()
+        .write()
         .unwrap_or_else(|e| e.into_inner())
         .insert(seq, Arc::clone(&request));
     shared.counters.requests.fetch_add(1, Ordering::AcqRel);
@@ -1241,7 +1289,7 @@ mod tests {
         });
         shared
             .requests
-            .lock()
+            .write()
             .unwrap()
             .insert(seq, Arc::clone(&req));
         (shared, req)

@@ -4,18 +4,18 @@
 //! handles are never reused, so a call with the handle of a finished request
 //! is caught and recorded as a violation instead of reaching freed memory.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, RwLock, Weak};
 
 use crate::{Shared, SimRequest};
 
 const SHIFT: u32 = usize::BITS - 12;
 const MASK: usize = (1 << SHIFT) - 1;
 
-static SIMULATORS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+static SIMULATORS: RwLock<Vec<Weak<Shared>>> = RwLock::new(Vec::new());
 
 /// Registers a simulator; returns its number (from 1).
 pub(crate) fn register_simulator(shared: &Arc<Shared>) -> usize {
-    let mut sims = SIMULATORS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sims = SIMULATORS.write().unwrap_or_else(|e| e.into_inner());
     sims.push(Arc::downgrade(shared));
     let n = sims.len();
     assert!(n < (1 << 12), "too many simulators in one process");
@@ -32,7 +32,7 @@ pub(crate) fn handle(sim: usize, seq: usize) -> usize {
 pub(crate) fn lookup(conn: usize, what: &str) -> Option<Arc<SimRequest>> {
     let (sim, seq) = (conn >> SHIFT, conn & MASK);
     let shared = {
-        let sims = SIMULATORS.lock().unwrap_or_else(|e| e.into_inner());
+        let sims = SIMULATORS.read().unwrap_or_else(|e| e.into_inner());
         sim.checked_sub(1)
             .and_then(|i| sims.get(i))
             .and_then(Weak::upgrade)

@@ -2,7 +2,10 @@
 //! inside the IIS simulator, and the same app on host-hyper in a separate
 //! process behind the simulator acting as a reverse proxy (with the pairing
 //! secret). Alternating rounds over loopback; prints requests per second of
-//! each and their ratio (goal: in process ≥ 2 × out of process).
+//! each and their ratio (goal: in process ≥ 2 × out of process), and a
+//! ceiling: the app on host-hyper in this process with nothing in front,
+//! which no in-process host can beat (it shares the simulator's HTTP work
+//! and the load generator's, but has no IIS glue at all).
 //!
 //! ```text
 //! cargo run --release -p iis-sim --bin iis-bench [-- --seconds 3 --rounds 3 --connections 16]
@@ -32,20 +35,25 @@ fn auth() -> WindowsAuth {
     }
 }
 
-/// The back end: host-hyper serving the conformance app, trusting the proxy
-/// on loopback. Prints its address, serves until standard input closes.
-async fn backend() -> ExitCode {
+/// host-hyper serving the conformance app on loopback, trusting the proxy.
+async fn hyper_server() -> host_hyper::RunningServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let setup = kallithea_conformance::Setup::main();
     let dispatcher = kallithea_conformance::dispatcher(&setup).expect("dispatcher");
     let trust = host_hyper::ProxyTrust::new(vec!["127.0.0.1/32".parse().expect("cidr")], SECRET);
-    let server = host_hyper::Server::new()
+    host_hyper::Server::new()
         .path_base(setup.path_base)
         .trust(trust)
         .start(listener, dispatcher)
-        .expect("server");
+        .expect("server")
+}
+
+/// The back end: [`hyper_server`] in a child process. Prints its address,
+/// serves until standard input closes.
+async fn backend() -> ExitCode {
+    let server = hyper_server().await;
     println!("{}", server.local_addr());
     let _ = std::io::stdout().flush();
     let _ = tokio::task::spawn_blocking(|| {
@@ -103,6 +111,19 @@ async fn load(addr: SocketAddr, connections: usize, seconds: u64) -> (f64, u64) 
     )
 }
 
+/// One column of the benchmark.
+struct Side {
+    key: &'static str,
+    label: &'static str,
+    addr: SocketAddr,
+}
+
+impl Side {
+    fn new(key: &'static str, label: &'static str, addr: SocketAddr) -> Self {
+        Self { key, label, addr }
+    }
+}
+
 fn arg(args: &[String], name: &str, default: u64) -> Result<u64, String> {
     match args.iter().position(|a| a == name) {
         None => Ok(default),
@@ -120,7 +141,9 @@ async fn main() -> ExitCode {
         return backend().await;
     }
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("usage: iis-bench [--seconds N] [--rounds N] [--connections N] [--only in|out]");
+        println!(
+            "usage: iis-bench [--seconds N] [--rounds N] [--connections N] [--only in|out|direct]"
+        );
         return ExitCode::SUCCESS;
     }
     let (seconds, rounds, connections) = match (
@@ -196,47 +219,72 @@ async fn main() -> ExitCode {
         listener,
     );
 
+    // The ceiling: the app on host-hyper in this process, nothing in front.
+    let direct = hyper_server().await;
+
     let only = args
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(String::as_str);
+    let sides: Vec<Side> = [
+        Side::new("in", "in process (ISAPI)", sim.local_addr()),
+        Side::new("out", "out of process (proxy → host-hyper)", proxy_addr),
+        Side::new(
+            "direct",
+            "ceiling (host-hyper, no IIS)",
+            direct.local_addr(),
+        ),
+    ]
+    .into_iter()
+    // `--only` runs one side, for profiling it alone.
+    .filter(|s| only.is_none_or(|o| o == s.key))
+    .collect();
+    if sides.is_empty() {
+        eprintln!("iis-bench: --only takes in, out or direct");
+        return ExitCode::from(2);
+    }
     println!(
         "iis-bench: GET {PATH}, {connections} connections, {rounds} rounds of {seconds} s each"
     );
-    let (mut inp, mut outp) = (Vec::new(), Vec::new());
+    let mut results = vec![Vec::new(); sides.len()];
     for round in 1..=rounds {
-        // `--only` runs one side, for profiling it alone.
-        let (a, fa) = if only == Some("out") {
-            (f64::NAN, 0)
-        } else {
-            load(sim.local_addr(), connections, seconds).await
-        };
-        let (b, fb) = if only == Some("in") {
-            (f64::NAN, 0)
-        } else {
-            load(proxy_addr, connections, seconds).await
-        };
-        println!(
-            "round {round}: in process (ISAPI) {a:>9.0} req/s   out of process (proxy → host-hyper) {b:>9.0} req/s   ratio {:.2}",
-            a / b
-        );
-        if fa + fb > 0 {
-            eprintln!("iis-bench: {fa} in-process and {fb} out-of-process requests failed");
-            let _ = child.kill();
-            let _ = child.wait();
-            return ExitCode::FAILURE;
+        let mut line = format!("round {round}:");
+        for (side, results) in sides.iter().zip(&mut results) {
+            let (rate, failed) = load(side.addr, connections, seconds).await;
+            if failed > 0 {
+                eprintln!("iis-bench: {failed} requests failed {}", side.label);
+                let _ = child.kill();
+                let _ = child.wait();
+                return ExitCode::FAILURE;
+            }
+            line.push_str(&format!("   {} {rate:>7.0} req/s", side.label));
+            results.push(rate);
         }
-        inp.push(a);
-        outp.push(b);
+        println!("{line}");
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let ratio = mean(&inp) / mean(&outp);
-    println!(
-        "mean: in process {:.0} req/s, out of process {:.0} req/s, ratio {ratio:.2} (goal ≥ 2.00)",
-        mean(&inp),
-        mean(&outp)
-    );
+    let mut line = "mean:".to_owned();
+    for (side, results) in sides.iter().zip(&results) {
+        line.push_str(&format!("   {} {:.0} req/s", side.label, mean(results)));
+    }
+    println!("{line}");
+    let of = |key: &str| {
+        sides
+            .iter()
+            .position(|s| s.key == key)
+            .map(|i| mean(&results[i]))
+    };
+    if let (Some(a), Some(b)) = (of("in"), of("out")) {
+        println!("ratio in/out {:.2} (goal ≥ 2.00)", a / b);
+    }
+    if let (Some(c), Some(b)) = (of("direct"), of("out")) {
+        println!(
+            "ratio ceiling/out {:.2} (the most any in-process host could reach on this machine)",
+            c / b
+        );
+    }
+    direct.shutdown(Duration::from_secs(2)).await;
     proxy.abort();
     drop(child.stdin.take());
     let _ = child.wait();
