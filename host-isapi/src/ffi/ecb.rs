@@ -224,7 +224,7 @@ impl Connection {
         buf: &mut [T],
     ) -> Result<usize, Option<usize>> {
         let unit = std::mem::size_of::<T>();
-        let mut size = (buf.len() * unit) as DWORD;
+        let mut size = std::mem::size_of_val(buf) as DWORD;
         let (ok, err) = self
             .with_ecb(|ecb| {
                 let get = ecb.GetServerVariable?;
