@@ -165,6 +165,16 @@ async fn main() -> ExitCode {
         }
     };
 
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    if only.is_some_and(|o| !["in", "out", "direct"].contains(&o)) {
+        eprintln!("iis-bench: --only takes in, out or direct");
+        return ExitCode::from(2);
+    }
+
     // In process: the extension DLL in the simulator.
     let dll = match iis_sim::build_cdylib("conformance-isapi") {
         Ok(d) => d,
@@ -222,11 +232,6 @@ async fn main() -> ExitCode {
     // The ceiling: the app on host-hyper in this process, nothing in front.
     let direct = hyper_server().await;
 
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str);
     let sides: Vec<Side> = [
         Side::new("in", "in process (ISAPI)", sim.local_addr()),
         Side::new("out", "out of process (proxy → host-hyper)", proxy_addr),
@@ -240,10 +245,6 @@ async fn main() -> ExitCode {
     // `--only` runs one side, for profiling it alone.
     .filter(|s| only.is_none_or(|o| o == s.key))
     .collect();
-    if sides.is_empty() {
-        eprintln!("iis-bench: --only takes in, out or direct");
-        return ExitCode::from(2);
-    }
     println!(
         "iis-bench: GET {PATH}, {connections} connections, {rounds} rounds of {seconds} s each"
     );
