@@ -78,7 +78,10 @@ enum AppState {
     Retrying(StartupFailure),
 }
 
-pub(crate) struct Running {
+/// A started extension or module: its runtime and its app (or the start-up
+/// failure standing in for it). Requests go to it through
+/// [`inprocess::start`](crate::inprocess::start).
+pub struct Running {
     pub(crate) runtime: ExtensionRuntime,
     make_app: MakeApp,
     module: PathBuf,
@@ -170,14 +173,18 @@ impl Extension {
         self.description
     }
 
-    fn running(&self) -> Option<Arc<Running>> {
+    /// The started state, unless not started or terminated.
+    pub fn running(&self) -> Option<Arc<Running>> {
         self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Starts the extension: configuration, log, runtime, the app. Returns
     /// `false` only if not even the runtime starts; a failing configuration
     /// or app leaves the extension serving error pages and retrying.
-    pub(crate) fn start(&self, module: Option<PathBuf>) -> bool {
+    ///
+    /// `module` is the DLL's path (the configuration is found beside it). A
+    /// second call while started does nothing.
+    pub fn start(&self, module: Option<PathBuf>) -> bool {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if state.is_some() {
             return true;
@@ -242,7 +249,7 @@ impl Extension {
     /// Drains and stops: new requests are refused at once, running ones get
     /// the configured drain time, then are cancelled; every one of them
     /// completes with IIS before this returns.
-    pub(crate) fn terminate(&self, _flags: DWORD) {
+    pub fn terminate(&self) {
         let running = self.state.write().unwrap_or_else(|e| e.into_inner()).take();
         let Some(running) = running else { return };
         let report = running.runtime.terminate(running.drain);

@@ -56,6 +56,7 @@
 pub mod config;
 mod extension;
 pub mod ffi;
+pub mod inprocess;
 pub mod runtime;
 mod session;
 pub mod startup;

@@ -71,7 +71,10 @@ pub fn http_extension_proc(ext: &'static Extension, ecb: *mut EXTENSION_CONTROL_
 #[doc(hidden)]
 pub fn terminate_extension(ext: &'static Extension, flags: DWORD) -> BOOL {
     guarded("TerminateExtension", TRUE, || {
-        ext.terminate(flags);
+        // The flag (HSE_TERM_MUST_UNLOAD or ADVISORY_UNLOAD) changes
+        // nothing: the extension always drains and agrees to unload.
+        let _ = flags;
+        ext.terminate();
         TRUE
     })
 }

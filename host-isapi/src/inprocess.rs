@@ -1,0 +1,374 @@
+//! The part of an in-process IIS host that does not depend on how IIS is
+//! called: one request from the moment the host has mapped it to the moment
+//! it tells IIS it is done. The ISAPI extension (this crate) and the native
+//! module (`host-iis-native`) each implement [`IisRequest`] over their own
+//! binary interface and hand requests to [`start`].
+//!
+//! The app runs on the runtime; the body is read as the app consumes it, one
+//! asynchronous operation at a time; the response streams out as the app
+//! yields it. The request's future races a watch on the client; a failed
+//! read or write, or a client found gone, drops the app's future. Whatever
+//! happens, [`IisRequest::done`] is called exactly once.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use kallithea_core::{Body, BodySender, BoxError, ConnectionInfo};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::extension::Running;
+use crate::runtime::{Outcome, Rejected};
+
+/// The most one asynchronous read asks IIS for.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// How often a request that has run for a while checks that its client is
+/// still there.
+const CONNECTED_CHECK: Duration = Duration::from_millis(500);
+
+/// One request as an in-process host drives it through IIS. Implementations
+/// wrap the server's per-request object (the ECB, or `IHttpContext`); every
+/// method must be safe to call from any thread, and every method after
+/// [`done`](IisRequest::done) must do nothing (or fail).
+pub trait IisRequest: Send + Sync + 'static {
+    /// Reads up to `max` bytes of the request body asynchronously; empty at
+    /// the end of the body. One operation (read or write) at a time: the
+    /// engine never starts another before this one completes.
+    fn read(&self, max: usize) -> impl Future<Output = io::Result<Bytes>> + Send;
+
+    /// Writes `data` to the client asynchronously, keeping it alive until
+    /// the server reports completion.
+    fn write(&self, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Sets the response status and headers; `keep_conn` says whether the
+    /// connection may serve another request afterwards.
+    fn send_headers(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        keep_conn: bool,
+    ) -> io::Result<()>;
+
+    /// Whether the client is still connected.
+    fn is_connected(&self) -> bool;
+
+    /// Cancels the outstanding asynchronous operation, if any; its
+    /// completion still arrives, with an error.
+    fn cancel_io(&self);
+
+    /// Closes the client's connection: for a response that cannot be
+    /// finished properly.
+    fn close_connection(&self);
+
+    /// Answers with a short plain-text page synchronously (a request that
+    /// cannot run at all, or a failure in the host itself before any header
+    /// went out).
+    fn answer_now(&self, status: StatusCode, message: &str);
+
+    /// Ends the request with the server, keeping the connection open for the
+    /// next request when `keep_conn`. The engine calls it exactly once.
+    fn done(&self, keep_conn: bool);
+}
+
+/// Where the request body starts.
+#[derive(Debug, Default)]
+pub struct BodyStart {
+    /// The body's length if the client declared it (`None`: chunked).
+    pub total: Option<u64>,
+    /// What the server already read ahead, delivered before any read.
+    pub preloaded: Bytes,
+}
+
+/// The client went away (a read or write failed, or the server says it is
+/// gone).
+#[derive(Debug)]
+struct ClientGone;
+
+/// Shared by the parts of one request.
+struct Exchange<C> {
+    conn: C,
+    /// One asynchronous operation at a time: reads and writes take turns.
+    io: AsyncMutex<()>,
+    /// The connection may serve another request afterwards.
+    keep_conn: AtomicBool,
+    /// The request body was read to its end (or there was none).
+    body_complete: AtomicBool,
+    /// The status line and headers went out.
+    headers_sent: AtomicBool,
+}
+
+/// Runs a mapped request on the host's runtime; `conn` hears about its end
+/// exactly once ([`IisRequest::done`]). When the host is shutting down the
+/// request does not start: it is answered at once with a 503
+/// ([`IisRequest::answer_now`]), `done` is not called, and the caller
+/// completes it with the server synchronously.
+pub fn start<C: IisRequest>(
+    running: &Arc<Running>,
+    conn: C,
+    parts: http::request::Parts,
+    body: BodyStart,
+) -> Result<(), Rejected> {
+    let exchange = Arc::new(Exchange {
+        conn,
+        io: AsyncMutex::new(()),
+        keep_conn: AtomicBool::new(false),
+        body_complete: AtomicBool::new(false),
+        headers_sent: AtomicBool::new(false),
+    });
+    let done = {
+        let exchange = Arc::clone(&exchange);
+        move |outcome: Outcome| finish(&exchange, outcome)
+    };
+    let request = run(Arc::clone(running), Arc::clone(&exchange), parts, body);
+    match running.runtime.spawn(request, done) {
+        Ok(_) => Ok(()),
+        Err(rejected) => {
+            exchange.conn.answer_now(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the application is shutting down",
+            );
+            Err(rejected)
+        }
+    }
+}
+
+/// The runtime's completion: ends the session exactly once.
+fn finish<C: IisRequest>(exchange: &Exchange<C>, outcome: Outcome) {
+    let keep = match &outcome {
+        Outcome::Completed => {
+            exchange.keep_conn.load(Ordering::Acquire)
+                && exchange.body_complete.load(Ordering::Acquire)
+        }
+        Outcome::Panicked(_) => {
+            // A bug in this crate (the app's panics are caught by the
+            // dispatcher): answer if nothing went out yet.
+            if !exchange.headers_sent.load(Ordering::Acquire) {
+                exchange.conn.answer_now(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error in the IIS host",
+                );
+            }
+            false
+        }
+        Outcome::Cancelled => false,
+    };
+    exchange.conn.done(keep);
+}
+
+/// Whether a `Connection` header lists `token`.
+fn connection_says(headers: &http::HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+fn wants_keep_alive(req: &http::request::Parts) -> bool {
+    match req.version {
+        Version::HTTP_10 | Version::HTTP_09 => connection_says(&req.headers, "keep-alive"),
+        _ => !connection_says(&req.headers, "close"),
+    }
+}
+
+async fn run<C: IisRequest>(
+    running: Arc<Running>,
+    exchange: Arc<Exchange<C>>,
+    parts: http::request::Parts,
+    start: BodyStart,
+) {
+    let BodyStart {
+        total: known,
+        preloaded,
+    } = start;
+    let keep_alive = wants_keep_alive(&parts);
+    let head = parts.method == Method::HEAD;
+    let (body, reader) = match known {
+        Some(0) => (Body::empty(), None),
+        Some(n) if preloaded.len() as u64 >= n => (Body::full(preloaded), None),
+        _ => {
+            let (tx, body) = Body::channel_with_length(1, known);
+            (body, Some((tx, preloaded)))
+        }
+    };
+    if reader.is_none() {
+        exchange.body_complete.store(true, Ordering::Release);
+    }
+    let local = parts
+        .extensions
+        .get::<ConnectionInfo>()
+        .is_some_and(|c| crate::startup::is_local(c.remote.ip(), c.local.ip()));
+    let req = Request::from_parts(parts, body);
+
+    let work = async {
+        let dispatcher = match running.ready() {
+            Some(d) => d,
+            None => match running.app(local).await {
+                Ok(d) => d,
+                Err(page) => return write_response(&exchange, page, head, keep_alive).await,
+            },
+        };
+        let respond = async {
+            let response = dispatcher.dispatch(req).await;
+            write_response(&exchange, response, head, keep_alive).await
+        };
+        match reader {
+            None => respond.await,
+            Some((tx, pre)) => {
+                let read = read_body(&exchange, tx, pre, known);
+                tokio::try_join!(read, respond).map(|_| ())
+            }
+        }
+    };
+    let watch = async {
+        loop {
+            tokio::time::sleep(CONNECTED_CHECK).await;
+            if !exchange.conn.is_connected() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        r = work => {
+            if r.is_err() {
+                exchange.keep_conn.store(false, Ordering::Release);
+            }
+        }
+        () = watch => {
+            tracing::debug!("client disconnected: the request is cancelled");
+            exchange.keep_conn.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Feeds the request body to the app: the read-ahead part first, then
+/// asynchronous reads, each only when the app has room for more.
+async fn read_body<C: IisRequest>(
+    exchange: &Exchange<C>,
+    mut tx: BodySender,
+    preloaded: Bytes,
+    total: Option<u64>,
+) -> Result<(), ClientGone> {
+    let mut got = preloaded.len() as u64;
+    if tx.send(preloaded).await.is_err() {
+        return Ok(());
+    }
+    loop {
+        let want = match total {
+            Some(t) if got >= t => break,
+            Some(t) => (t - got).min(READ_CHUNK as u64) as usize,
+            None => READ_CHUNK,
+        };
+        if tx.ready().await.is_err() {
+            // The app is done with the body.
+            return Ok(());
+        }
+        let read = {
+            let _turn = exchange.io.lock().await;
+            let read = exchange.conn.read(want);
+            tokio::pin!(read);
+            tokio::select! {
+                r = &mut read => r,
+                () = tx.closed() => {
+                    // Nobody will read what arrives: cancel, and wait for the
+                    // cancelled read to complete before giving up the turn.
+                    exchange.conn.cancel_io();
+                    let _ = read.await;
+                    return Ok(());
+                }
+            }
+        };
+        match read {
+            Ok(chunk) if chunk.is_empty() => {
+                if total.is_some() {
+                    tx.abort("the client closed the connection before sending the whole body")
+                        .await;
+                    return Err(ClientGone);
+                }
+                break;
+            }
+            Ok(chunk) => {
+                got += chunk.len() as u64;
+                if tx.send(chunk).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                tx.abort(e).await;
+                return Err(ClientGone);
+            }
+        }
+    }
+    exchange.body_complete.store(true, Ordering::Release);
+    Ok(())
+}
+
+fn may_have_body(status: StatusCode) -> bool {
+    !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
+}
+
+/// Sends the status and headers, then the body chunk by chunk as the app
+/// yields them, one asynchronous write at a time.
+async fn write_response<C: IisRequest, B>(
+    exchange: &Exchange<C>,
+    response: Response<B>,
+    head: bool,
+    keep_alive: bool,
+) -> Result<(), ClientGone>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = response.into_parts();
+    if !head
+        && may_have_body(parts.status)
+        && !parts.headers.contains_key(CONTENT_LENGTH)
+        && !parts.headers.contains_key(TRANSFER_ENCODING)
+    {
+        if let Some(n) = body.size_hint().exact() {
+            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+    // A response that starts before the request body was read to its end
+    // (an early answer, a refusal, a full-duplex stream) closes the
+    // connection: what is left of the body must not be taken for the next
+    // request, and the client may still be sending it.
+    let keep = keep_alive
+        && exchange.body_complete.load(Ordering::Acquire)
+        && !connection_says(&parts.headers, "close");
+    exchange
+        .conn
+        .send_headers(parts.status, &parts.headers, keep)
+        .map_err(|_| ClientGone)?;
+    exchange.headers_sent.store(true, Ordering::Release);
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let _turn = exchange.io.lock().await;
+                exchange.conn.write(data).await.map_err(|_| ClientGone)?;
+            }
+            Err(e) => {
+                // The response cannot be finished: the client must not take
+                // a truncated body for a whole one.
+                tracing::warn!(error = %e.into(), "response body failed: closing the connection");
+                exchange.conn.close_connection();
+                return Ok(());
+            }
+        }
+    }
+    exchange.keep_conn.store(keep, Ordering::Release);
+    Ok(())
+}
