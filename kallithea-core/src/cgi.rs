@@ -167,7 +167,47 @@ pub fn request_from_server_variables(
         None => HeaderMap::new(),
     };
 
-    // Each variable is asked for once: every call crosses into the host.
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    host_facts(vars)?.apply(&mut parts.extensions);
+    Ok(MappedRequest { parts })
+}
+
+/// What the server variables say about a request besides its head: the
+/// connection, the mount point, the kept variables and the identity.
+#[derive(Debug)]
+pub struct HostFacts {
+    /// `REMOTE_ADDR`/`REMOTE_PORT`, `LOCAL_ADDR`/`SERVER_PORT`, `HTTPS`.
+    pub connection: ConnectionInfo,
+    /// From `APPL_MD_PATH`; `None` at the site root.
+    pub path_base: Option<PathBase>,
+    /// The [`KEPT_VARIABLES`] the host reported.
+    pub variables: HostVariables,
+    /// `REMOTE_USER` (preferring `UNICODE_REMOTE_USER`) with `AUTH_TYPE`;
+    /// `None` when the host authenticated nobody.
+    pub identity: Option<Identity>,
+}
+
+impl HostFacts {
+    /// Puts the facts into a request's extensions.
+    pub fn apply(self, extensions: &mut http::Extensions) {
+        extensions.insert(self.connection);
+        if let Some(base) = self.path_base {
+            extensions.insert(base);
+        }
+        if let Some(identity) = self.identity {
+            extensions.insert(identity);
+        }
+        extensions.insert(self.variables);
+    }
+}
+
+/// Reads the [`HostFacts`] from server variables, asking for each variable
+/// once (every call crosses into the host).
+pub fn host_facts(vars: &dyn ServerVariables) -> Result<HostFacts, MappingError> {
     let mut kept = HostVariables::new();
     let mut user = None;
     for name in KEPT_VARIABLES {
@@ -184,30 +224,19 @@ pub fn request_from_server_variables(
             kept.insert(name, v);
         }
     }
-
-    let (mut parts, ()) = http::Request::new(()).into_parts();
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = version;
-    parts.headers = headers;
-
-    let secure = kept
-        .get("HTTPS")
-        .is_some_and(|v| v.eq_ignore_ascii_case(b"on"));
-    parts.extensions.insert(ConnectionInfo {
+    let connection = ConnectionInfo {
         remote: socket(vars, "REMOTE_ADDR", "REMOTE_PORT")?,
         local: socket(vars, "LOCAL_ADDR", "SERVER_PORT")?,
-        secure,
+        secure: kept
+            .get("HTTPS")
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"on")),
         proxy: None,
-    });
-    if let Some(base) = kept
+    };
+    let path_base = kept
         .get_str("APPL_MD_PATH")
         .and_then(path_base_from_metabase)
-        .filter(|b| !b.is_root())
-    {
-        parts.extensions.insert(base);
-    }
-    if let Some(user) = user {
+        .filter(|b| !b.is_root());
+    let identity = user.map(|user| {
         let scheme = kept
             .get_str("AUTH_TYPE")
             .filter(|t| !t.trim().is_empty())
@@ -215,10 +244,14 @@ pub fn request_from_server_variables(
                 AuthScheme::Other("unknown".into()),
                 AuthScheme::from_host_name,
             );
-        parts.extensions.insert(Identity::from_host(user, scheme));
-    }
-    parts.extensions.insert(kept);
-    Ok(MappedRequest { parts })
+        Identity::from_host(user, scheme)
+    });
+    Ok(HostFacts {
+        connection,
+        path_base,
+        variables: kept,
+        identity,
+    })
 }
 
 /// Parses a raw header block (`ALL_RAW`: `Name: value` lines ending in CRLF;

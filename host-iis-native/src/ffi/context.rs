@@ -1,0 +1,678 @@
+//! One request through `IHttpContext`: the calls into IIS, the one
+//! outstanding asynchronous operation and its buffers, and the end of the
+//! request.
+//!
+//! The module's `OnExecuteRequestHandler` returns `RQ_NOTIFICATION_PENDING`;
+//! from then on IIS reports every asynchronous completion through
+//! `OnAsyncCompletion` on one of its threads ([`Shared::on_completion`]).
+//! The request ends when the engine calls [`IisRequest::done`]: the module
+//! posts a completion (`PostCompletion`) and answers it with
+//! `RQ_NOTIFICATION_FINISH_REQUEST`, so the rest of IIS's pipeline runs on
+//! an IIS thread, never on the app's runtime. After that answer nothing here
+//! touches the context again.
+
+use std::ffi::{c_void, CStr};
+use std::io;
+use std::ptr::{self, NonNull};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use host_isapi::inprocess::IisRequest;
+use http::{HeaderMap, StatusCode};
+use kallithea_core::cgi::ServerVariables;
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::request::{RawHead, RawUser};
+
+type Done<T> = oneshot::Sender<Result<T, HRESULT>>;
+
+/// The asynchronous operation IIS is working on, with what it must keep
+/// alive until the completion arrives.
+enum Pending {
+    Read {
+        buf: Vec<u8>,
+        tx: Done<Bytes>,
+    },
+    Write {
+        _data: Bytes,
+        _chunk: Box<HTTP_DATA_CHUNK>,
+        len: u32,
+        tx: Done<u32>,
+    },
+}
+
+#[derive(Default)]
+struct IoSlot {
+    pending: Option<Pending>,
+    /// The engine asked to end the request (with keep-alive or not).
+    done: Option<bool>,
+    /// `PostCompletion` was called: the next completion is the last.
+    posted: bool,
+}
+
+/// What a request's module object and its [`NativeRequest`] share.
+pub(crate) struct Shared {
+    ctx: NonNull<Object>,
+    request: NonNull<Object>,
+    response: NonNull<Object>,
+    /// Set once the final status went back to IIS: the context is gone.
+    ended: RwLock<bool>,
+    slot: Mutex<IoSlot>,
+}
+
+// SAFETY: IIS's request objects may be called from any thread while the
+// request is pending; `ended` guards the end of their life and `slot` every
+// mutable state.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+fn failed(hr: HRESULT) -> io::Error {
+    let code = hr as u32;
+    let kind = match code & 0xFFFF {
+        ERROR_CONNECTION_ABORTED | ERROR_NETNAME_DELETED | ERROR_OPERATION_ABORTED
+            if code & 0xFFFF_0000 == 0x8007_0000 =>
+        {
+            io::ErrorKind::ConnectionAborted
+        }
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, format!("IIS reported HRESULT {code:#010x}"))
+}
+
+fn ended() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the request with IIS has ended",
+    )
+}
+
+/// A NUL-terminated UTF-16 string from IIS, or `None` for a null pointer.
+///
+/// # Safety
+/// `p` is null or points to a NUL-terminated UTF-16 string.
+unsafe fn wide(p: PCWSTR) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    let mut n = 0;
+    // SAFETY: the string is NUL-terminated (the caller's promise).
+    while unsafe { *p.add(n) } != 0 {
+        n += 1;
+    }
+    // SAFETY: `n` units were just read.
+    Some(String::from_utf16_lossy(unsafe {
+        std::slice::from_raw_parts(p, n)
+    }))
+}
+
+/// `len` bytes at `p` (not NUL-terminated), empty for a null pointer.
+///
+/// # Safety
+/// `p` is null or points to `len` readable bytes.
+unsafe fn bytes_at(p: PCSTR, len: usize) -> Vec<u8> {
+    if p.is_null() || len == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the caller's promise.
+    unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
+}
+
+impl Shared {
+    /// The request's objects, taken from its context.
+    ///
+    /// # Safety
+    /// `ctx` is the `IHttpContext` IIS passed to the running notification.
+    pub(crate) unsafe fn new(ctx: *mut Object) -> Option<Arc<Shared>> {
+        let ctx = NonNull::new(ctx)?;
+        // SAFETY: a live context (the caller's promise); both slots take no
+        // argument and return the context's own objects.
+        let (request, response) = unsafe {
+            (
+                vcall!(ctx.as_ptr(), CONTEXT_GET_REQUEST, fn() -> *mut Object;),
+                vcall!(ctx.as_ptr(), CONTEXT_GET_RESPONSE, fn() -> *mut Object;),
+            )
+        };
+        Some(Arc::new(Shared {
+            ctx,
+            request: NonNull::new(request)?,
+            response: NonNull::new(response)?,
+            ended: RwLock::new(false),
+            slot: Mutex::new(IoSlot::default()),
+        }))
+    }
+
+    fn lock_slot(&self) -> std::sync::MutexGuard<'_, IoSlot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` unless the request has ended (checked under the lock that
+    /// ending takes, so the objects stay valid during `f`).
+    fn live<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        let ended = self.ended.read().unwrap_or_else(|e| e.into_inner());
+        if *ended {
+            return None;
+        }
+        Some(f())
+    }
+
+    /// The request head as IIS parsed it (read on the IIS thread, in the
+    /// notification). `None` if IIS gives no request.
+    pub(crate) fn raw_head(&self) -> Option<RawHead> {
+        let req = self.request.as_ptr();
+        // SAFETY: the request object is live during the notification; the
+        // method is a NUL-terminated string IIS owns.
+        let method = unsafe {
+            let m = vcall!(req, REQUEST_GET_HTTP_METHOD, fn() -> PCSTR;);
+            if m.is_null() {
+                return None;
+            }
+            CStr::from_ptr(m.cast()).to_bytes().to_vec()
+        };
+        // SAFETY: as above; the raw request lives as long as the request.
+        let raw = unsafe { vcall!(req, REQUEST_GET_RAW_HTTP_REQUEST, fn() -> *mut HTTP_REQUEST;) };
+        if raw.is_null() {
+            return None;
+        }
+        // SAFETY: non-null, IIS's own HTTP_REQUEST for this request.
+        let raw = unsafe { &*raw };
+        let mut headers = Vec::new();
+        for (id, h) in raw.Headers.KnownHeaders.iter().enumerate() {
+            if h.RawValueLength > 0 && !h.pRawValue.is_null() {
+                // SAFETY: IIS gives the value's length; values are not
+                // NUL-terminated.
+                let value = unsafe { bytes_at(h.pRawValue, h.RawValueLength as usize) };
+                headers.push((REQUEST_HEADER_NAMES[id].as_bytes().to_vec(), value));
+            }
+        }
+        if !raw.Headers.pUnknownHeaders.is_null() {
+            // SAFETY: `UnknownHeaderCount` entries at `pUnknownHeaders`.
+            let unknown = unsafe {
+                std::slice::from_raw_parts(
+                    raw.Headers.pUnknownHeaders,
+                    raw.Headers.UnknownHeaderCount as usize,
+                )
+            };
+            for h in unknown {
+                // SAFETY: names and values with their lengths.
+                let (name, value) = unsafe {
+                    (
+                        bytes_at(h.pName, h.NameLength as usize),
+                        bytes_at(h.pRawValue, h.RawValueLength as usize),
+                    )
+                };
+                headers.push((name, value));
+            }
+        }
+        // SAFETY: the raw URL with its length; the cooked path is UTF-16
+        // with a byte length, pointing into the full URL.
+        let (raw_url, cooked_path, cooked_query) = unsafe {
+            let cooked = &raw.CookedUrl;
+            let units = |p: PCWSTR, bytes: USHORT| {
+                if p.is_null() {
+                    String::new()
+                } else {
+                    String::from_utf16_lossy(std::slice::from_raw_parts(p, bytes as usize / 2))
+                }
+            };
+            (
+                bytes_at(raw.pRawUrl, raw.RawUrlLength as usize),
+                units(cooked.pAbsPath, cooked.AbsPathLength),
+                units(cooked.pQueryString, cooked.QueryStringLength),
+            )
+        };
+        // SAFETY: a request object method without arguments.
+        let remaining = unsafe { vcall!(req, REQUEST_GET_REMAINING_ENTITY_BYTES, fn() -> DWORD;) };
+        Some(RawHead {
+            method,
+            raw_url,
+            cooked_path,
+            cooked_query,
+            version: (raw.Version.MajorVersion, raw.Version.MinorVersion),
+            headers,
+            remaining,
+        })
+    }
+
+    /// The user IIS authenticated (`IHttpUser`), if any.
+    pub(crate) fn user(&self) -> Option<RawUser> {
+        // SAFETY: a context method without arguments; the user (possibly
+        // null) lives as long as the request.
+        let user = unsafe { vcall!(self.ctx.as_ptr(), CONTEXT_GET_USER, fn() -> *mut Object;) };
+        if user.is_null() {
+            return None;
+        }
+        // SAFETY: a live user object; both return IIS-owned NUL-terminated
+        // UTF-16 strings (or null).
+        let (name, scheme) = unsafe {
+            (
+                wide(vcall!(user, USER_GET_USER_NAME, fn() -> PCWSTR;)),
+                wide(vcall!(user, USER_GET_AUTHENTICATION_TYPE, fn() -> PCWSTR;)),
+            )
+        };
+        Some(RawUser {
+            name: name.unwrap_or_default(),
+            scheme: scheme.unwrap_or_default(),
+        })
+    }
+
+    /// A server variable through the narrow or wide `GetServerVariable`.
+    fn variable<T: Copy + Default + PartialEq>(&self, name: &str, slot: Slot) -> Option<Vec<T>> {
+        if name.bytes().any(|b| b == 0) {
+            return None;
+        }
+        let mut name_z = Vec::with_capacity(name.len() + 1);
+        name_z.extend_from_slice(name.as_bytes());
+        name_z.push(0);
+        self.live(|| {
+            let mut value: *const T = ptr::null();
+            let mut len: DWORD = 0;
+            // SAFETY: a NUL-terminated name; IIS writes a pointer to its own
+            // copy of the value and the value's length in characters.
+            let hr = unsafe {
+                vcall!(self.ctx.as_ptr(), slot, fn(PCSTR, *mut *const T, *mut DWORD) -> HRESULT;
+                    name_z.as_ptr(), &mut value, &mut len)
+            };
+            if hr < 0 || value.is_null() {
+                return None;
+            }
+            // SAFETY: `len` characters at `value`, owned by IIS for the
+            // request's life.
+            let mut v = unsafe { std::slice::from_raw_parts(value, len as usize) }.to_vec();
+            if v.last() == Some(&T::default()) {
+                v.pop();
+            }
+            Some(v)
+        })
+        .flatten()
+    }
+
+    /// Starts an asynchronous operation with `pending` in the slot, by
+    /// `start` (which returns the HRESULT and whether a completion will
+    /// come). A synchronous completion is taken back out of the slot and
+    /// returned as `Ok(Some(pending))` with the count IIS reported.
+    fn start(
+        &self,
+        pending: Pending,
+        start: impl FnOnce() -> (HRESULT, u32, bool),
+    ) -> io::Result<Option<(Pending, u32, HRESULT)>> {
+        {
+            let mut slot = self.lock_slot();
+            if slot.done.is_some() {
+                return Err(ended());
+            }
+            if slot.pending.is_some() {
+                return Err(io::Error::other(
+                    "an asynchronous operation is already outstanding",
+                ));
+            }
+            slot.pending = Some(pending);
+        }
+        // The slot's lock is not held: the completion may arrive on an IIS
+        // thread before the call returns.
+        let Some((hr, n, expected)) = self.live(start) else {
+            self.lock_slot().pending = None;
+            return Err(ended());
+        };
+        if hr < 0 || !expected {
+            // Finished (or failed) in the call: no completion will come.
+            let pending = self.lock_slot().pending.take();
+            return match pending {
+                Some(p) => Ok(Some((p, n, hr))),
+                None => Err(io::Error::other("IIS completed an operation twice")),
+            };
+        }
+        Ok(None)
+    }
+
+    /// `OnAsyncCompletion`: an I/O completion, or the completion posted to
+    /// end the request. Returns the notification status for IIS.
+    pub(crate) fn on_completion(&self, bytes: u32, status: HRESULT) -> i32 {
+        let (pending, done, posted) = {
+            let mut slot = self.lock_slot();
+            (slot.pending.take(), slot.done, slot.posted)
+        };
+        match pending {
+            Some(p) => {
+                deliver(p, bytes, status);
+                match done {
+                    // The end was asked for while this was outstanding.
+                    Some(keep) => self.finish(keep),
+                    None => RQ_NOTIFICATION_PENDING,
+                }
+            }
+            None if posted => self.finish(done.unwrap_or(false)),
+            None => {
+                tracing::error!(
+                    bytes,
+                    status,
+                    "IIS delivered a completion with nothing outstanding"
+                );
+                RQ_NOTIFICATION_PENDING
+            }
+        }
+    }
+
+    /// The last word: marks the request ended and tells IIS to finish it.
+    fn finish(&self, keep: bool) -> i32 {
+        let mut ended = self.ended.write().unwrap_or_else(|e| e.into_inner());
+        if !*ended && !keep {
+            // SAFETY: still live (checked under the write lock).
+            unsafe {
+                vcall!(self.response.as_ptr(), RESPONSE_SET_NEED_DISCONNECT, fn(););
+            }
+        }
+        *ended = true;
+        RQ_NOTIFICATION_FINISH_REQUEST
+    }
+}
+
+/// Hands a completed operation's result to the waiting future.
+fn deliver(pending: Pending, bytes: u32, status: HRESULT) {
+    match pending {
+        Pending::Read { mut buf, tx } => {
+            let r = if status == hresult_from_win32(ERROR_HANDLE_EOF) {
+                Ok(Bytes::new())
+            } else if status < 0 {
+                Err(status)
+            } else {
+                buf.truncate((bytes as usize).min(buf.len()));
+                Ok(Bytes::from(buf))
+            };
+            let _ = tx.send(r);
+        }
+        Pending::Write { len, tx, .. } => {
+            let _ = tx.send(if status < 0 {
+                Err(status)
+            } else {
+                Ok(bytes.min(len))
+            });
+        }
+    }
+}
+
+/// A request as the in-process engine drives it.
+#[derive(Clone)]
+pub(crate) struct NativeRequest {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ServerVariables for NativeRequest {
+    fn get(&self, name: &str) -> Option<Vec<u8>> {
+        self.shared
+            .variable::<u8>(name, CONTEXT_GET_SERVER_VARIABLE)
+    }
+
+    fn get_unicode(&self, name: &str) -> Option<String> {
+        let v = self
+            .shared
+            .variable::<u16>(name, CONTEXT_GET_SERVER_VARIABLE_WIDE)?;
+        Some(String::from_utf16_lossy(&v))
+    }
+}
+
+impl NativeRequest {
+    fn read_start(&self, max: usize) -> io::Result<oneshot::Receiver<Result<Bytes, HRESULT>>> {
+        let (tx, rx) = oneshot::channel();
+        let mut buf = vec![0u8; max.max(1)];
+        let ptr = buf.as_mut_ptr();
+        let len = buf.len() as DWORD;
+        let req = self.shared.request.as_ptr();
+        let sync = self.shared.start(Pending::Read { buf, tx }, || {
+            let mut got: DWORD = 0;
+            let mut pending: BOOL = FALSE;
+            // SAFETY: the buffer lives in the slot until the completion (or
+            // is taken back right after a synchronous one).
+            let hr = unsafe {
+                vcall!(req, REQUEST_READ_ENTITY_BODY, fn(*mut c_void, DWORD, BOOL, *mut DWORD, *mut BOOL) -> HRESULT;
+                    ptr.cast(), len, TRUE, &mut got, &mut pending)
+            };
+            (hr, got, pending != FALSE)
+        })?;
+        if let Some((p, n, hr)) = sync {
+            deliver(p, n, hr);
+        }
+        Ok(rx)
+    }
+
+    fn write_start(&self, data: Bytes) -> io::Result<oneshot::Receiver<Result<u32, HRESULT>>> {
+        let (tx, rx) = oneshot::channel();
+        let len = u32::try_from(data.len()).map_err(io::Error::other)?;
+        let mut chunk = Box::new(HTTP_DATA_CHUNK::from_memory(
+            data.as_ptr() as *mut c_void,
+            len,
+        ));
+        let chunk_ptr: *mut HTTP_DATA_CHUNK = &mut *chunk;
+        let resp = self.shared.response.as_ptr();
+        let pending = Pending::Write {
+            _data: data,
+            _chunk: chunk,
+            len,
+            tx,
+        };
+        let sync = self.shared.start(pending, || {
+            let mut sent: DWORD = 0;
+            let mut expected: BOOL = FALSE;
+            // SAFETY: the chunk and the bytes it points to live in the slot
+            // until the completion (or are taken back right after a
+            // synchronous one).
+            let hr = unsafe {
+                vcall!(resp, RESPONSE_WRITE_ENTITY_CHUNKS, fn(*mut HTTP_DATA_CHUNK, DWORD, BOOL, BOOL, *mut DWORD, *mut BOOL) -> HRESULT;
+                    chunk_ptr, 1, TRUE, TRUE, &mut sent, &mut expected)
+            };
+            (hr, sent, expected != FALSE)
+        })?;
+        if let Some((p, n, hr)) = sync {
+            deliver(p, n, hr);
+        }
+        Ok(rx)
+    }
+
+    /// A synchronous write, for short error pages.
+    fn write_sync(&self, data: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(data.len()).map_err(io::Error::other)?;
+        let mut chunk = HTTP_DATA_CHUNK::from_memory(data.as_ptr() as *mut c_void, len);
+        let resp = self.shared.response.as_ptr();
+        let hr = self
+            .shared
+            .live(|| {
+                let mut sent: DWORD = 0;
+                // SAFETY: the chunk and the data outlive the synchronous call.
+                unsafe {
+                    vcall!(resp, RESPONSE_WRITE_ENTITY_CHUNKS, fn(*mut HTTP_DATA_CHUNK, DWORD, BOOL, BOOL, *mut DWORD, *mut BOOL) -> HRESULT;
+                        &mut chunk, 1, FALSE, FALSE, &mut sent, ptr::null_mut())
+                }
+            })
+            .ok_or_else(ended)?;
+        if hr < 0 {
+            Err(failed(hr))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn set_status(&self, status: StatusCode) -> HRESULT {
+        let reason = status.canonical_reason().unwrap_or("");
+        let mut reason_z = Vec::with_capacity(reason.len() + 1);
+        reason_z.extend_from_slice(reason.as_bytes());
+        reason_z.push(0);
+        let resp = self.shared.response.as_ptr();
+        self.shared
+            .live(|| {
+                // SAFETY: every argument given (C++ defaults do not exist in
+                // the ABI); the reason is NUL-terminated and outlives the call.
+                unsafe {
+                    vcall!(resp, RESPONSE_SET_STATUS, fn(USHORT, PCSTR, USHORT, HRESULT, *mut c_void, BOOL) -> HRESULT;
+                        status.as_u16(), reason_z.as_ptr(), 0, S_OK, ptr::null_mut(), FALSE)
+                }
+            })
+            .unwrap_or(E_FAIL)
+    }
+
+    fn set_header(&self, name: &str, value: &[u8], replace: bool) -> HRESULT {
+        let Ok(len) = USHORT::try_from(value.len()) else {
+            return E_INVALIDARG;
+        };
+        let mut name_z = Vec::with_capacity(name.len() + 1);
+        name_z.extend_from_slice(name.as_bytes());
+        name_z.push(0);
+        let mut value_z = Vec::with_capacity(value.len() + 1);
+        value_z.extend_from_slice(value);
+        value_z.push(0);
+        let resp = self.shared.response.as_ptr();
+        self.shared
+            .live(|| {
+                // SAFETY: NUL-terminated name, value with its length (and a
+                // NUL after it), both outliving the call.
+                unsafe {
+                    vcall!(resp, RESPONSE_SET_HEADER, fn(PCSTR, PCSTR, USHORT, BOOL) -> HRESULT;
+                        name_z.as_ptr(), value_z.as_ptr(), len, if replace { TRUE } else { FALSE })
+                }
+            })
+            .unwrap_or(E_FAIL)
+    }
+
+    fn call_void(&self, obj: NonNull<Object>, slot: Slot) {
+        self.shared.live(|| {
+            // SAFETY: a live object; the slot takes no argument and returns
+            // nothing (callers pass only such slots).
+            unsafe { vcall!(obj.as_ptr(), slot, fn();) }
+        });
+    }
+}
+
+/// Hop-by-hop headers IIS manages itself.
+fn managed_by_iis(name: &http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "transfer-encoding" | "upgrade"
+    )
+}
+
+impl IisRequest for NativeRequest {
+    async fn read(&self, max: usize) -> io::Result<Bytes> {
+        let rx = self.read_start(max)?;
+        match rx.await {
+            Ok(r) => r.map_err(failed),
+            Err(_) => Err(ended()),
+        }
+    }
+
+    async fn write(&self, data: Bytes) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let rx = self.write_start(data)?;
+        match rx.await {
+            Ok(r) => r.map(|_| ()).map_err(failed),
+            Err(_) => Err(ended()),
+        }
+    }
+
+    fn send_headers(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        keep_conn: bool,
+    ) -> io::Result<()> {
+        let hr = self.set_status(status);
+        if hr < 0 {
+            return Err(failed(hr));
+        }
+        let mut previous: Option<&http::HeaderName> = None;
+        for (name, value) in headers {
+            if managed_by_iis(name) {
+                continue;
+            }
+            // The first value replaces what IIS may have set; more values of
+            // the same name are added.
+            let hr = self.set_header(name.as_str(), value.as_bytes(), previous != Some(name));
+            if hr < 0 {
+                return Err(failed(hr));
+            }
+            previous = Some(name);
+        }
+        if !keep_conn {
+            self.call_void(self.shared.response, RESPONSE_SET_NEED_DISCONNECT);
+        }
+        // The body streams: each write goes out as it is made.
+        self.call_void(self.shared.response, RESPONSE_DISABLE_BUFFERING);
+        Ok(())
+    }
+
+    fn is_connected(&self) -> bool {
+        let ctx = self.shared.ctx.as_ptr();
+        self.shared
+            .live(|| {
+                // SAFETY: a context method without arguments; the connection
+                // lives as long as the request.
+                let conn = unsafe { vcall!(ctx, CONTEXT_GET_CONNECTION, fn() -> *mut Object;) };
+                // SAFETY: a live connection object.
+                !conn.is_null()
+                    && unsafe { vcall!(conn, CONNECTION_IS_CONNECTED, fn() -> BOOL;) } != FALSE
+            })
+            .unwrap_or(false)
+    }
+
+    fn cancel_io(&self) {
+        if self.shared.lock_slot().pending.is_some() {
+            let ctx = self.shared.ctx.as_ptr();
+            self.shared.live(|| {
+                // SAFETY: a context method without arguments.
+                unsafe { vcall!(ctx, CONTEXT_CANCEL_IO, fn() -> HRESULT;) }
+            });
+        }
+    }
+
+    fn close_connection(&self) {
+        self.call_void(self.shared.response, RESPONSE_CLOSE_CONNECTION);
+    }
+
+    fn answer_now(&self, status: StatusCode, message: &str) {
+        self.call_void(self.shared.response, RESPONSE_CLEAR);
+        let body = format!("{message}\n");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(http::header::CONTENT_LENGTH, body.len().into());
+        if IisRequest::send_headers(self, status, &headers, false).is_ok() {
+            let _ = self.write_sync(body.as_bytes());
+        }
+    }
+
+    fn done(&self, keep_conn: bool) {
+        {
+            let mut slot = self.shared.lock_slot();
+            if slot.done.is_some() {
+                return;
+            }
+            slot.done = Some(keep_conn);
+            if slot.pending.is_some() {
+                // The request ends when the outstanding operation completes.
+                drop(slot);
+                self.cancel_io();
+                return;
+            }
+            slot.posted = true;
+        }
+        let ctx = self.shared.ctx.as_ptr();
+        let posted = self.shared.live(|| {
+            // SAFETY: a context method taking a byte count; IIS answers it
+            // with `OnAsyncCompletion` on one of its threads.
+            unsafe { vcall!(ctx, CONTEXT_POST_COMPLETION, fn(DWORD) -> HRESULT; 0) }
+        });
+        if let Some(hr) = posted.filter(|hr| *hr < 0) {
+            tracing::error!(
+                hr = format!("{:#010x}", hr as u32),
+                "PostCompletion failed; finishing the request on this thread"
+            );
+            let status = self.shared.finish(keep_conn);
+            // SAFETY: the context is still valid for this one call: IIS has
+            // not been told the request ended.
+            unsafe { vcall!(ctx, CONTEXT_INDICATE_COMPLETION, fn(i32); status) };
+        }
+    }
+}
