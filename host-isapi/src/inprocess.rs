@@ -47,6 +47,14 @@ pub trait IisRequest: Send + Sync + 'static {
     /// the server reports completion.
     fn write(&self, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
 
+    /// Sends what is buffered of the response (its status and headers) to
+    /// the client now, for a response whose body may be slow to come. A
+    /// server that sends the headers at once needs nothing more (the
+    /// default).
+    fn flush(&self) -> impl Future<Output = io::Result<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Sets the response status and headers; `keep_conn` says whether the
     /// connection may serve another request afterwards.
     fn send_headers(
@@ -351,6 +359,16 @@ where
         .map_err(|_| ClientGone)?;
     exchange.headers_sent.store(true, Ordering::Release);
     let mut body = std::pin::pin!(body);
+    if !head
+        && !body.is_end_stream()
+        && !parts.headers.contains_key(CONTENT_LENGTH)
+        && may_have_body(parts.status)
+    {
+        // A body of unknown length may stream slowly (events, long polls):
+        // the client gets the head now, not with the first chunk.
+        let _turn = exchange.io.lock().await;
+        exchange.conn.flush().await.map_err(|_| ClientGone)?;
+    }
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {

@@ -34,6 +34,9 @@ enum Pending {
         buf: Vec<u8>,
         tx: Done<Bytes>,
     },
+    Flush {
+        tx: Done<u32>,
+    },
     Write {
         _data: Bytes,
         _chunk: Box<HTTP_DATA_CHUNK>,
@@ -382,6 +385,9 @@ fn deliver(pending: Pending, bytes: u32, status: HRESULT) {
             };
             let _ = tx.send(r);
         }
+        Pending::Flush { tx } => {
+            let _ = tx.send(if status < 0 { Err(status) } else { Ok(0) });
+        }
         Pending::Write { len, tx, .. } => {
             let _ = tx.send(if status < 0 {
                 Err(status)
@@ -460,6 +466,25 @@ impl NativeRequest {
             let hr = unsafe {
                 vcall!(resp, RESPONSE_WRITE_ENTITY_CHUNKS, fn(*mut HTTP_DATA_CHUNK, DWORD, BOOL, BOOL, *mut DWORD, *mut BOOL) -> HRESULT;
                     chunk_ptr, 1, TRUE, TRUE, &mut sent, &mut expected)
+            };
+            (hr, sent, expected != FALSE)
+        })?;
+        if let Some((p, n, hr)) = sync {
+            deliver(p, n, hr);
+        }
+        Ok(rx)
+    }
+
+    fn flush_start(&self) -> io::Result<oneshot::Receiver<Result<u32, HRESULT>>> {
+        let (tx, rx) = oneshot::channel();
+        let resp = self.shared.response.as_ptr();
+        let sync = self.shared.start(Pending::Flush { tx }, || {
+            let mut sent: DWORD = 0;
+            let mut expected: BOOL = FALSE;
+            // SAFETY: a response method taking flags and two out-values.
+            let hr = unsafe {
+                vcall!(resp, RESPONSE_FLUSH, fn(BOOL, BOOL, *mut DWORD, *mut BOOL) -> HRESULT;
+                    TRUE, TRUE, &mut sent, &mut expected)
             };
             (hr, sent, expected != FALSE)
         })?;
@@ -564,6 +589,14 @@ impl IisRequest for NativeRequest {
             return Ok(());
         }
         let rx = self.write_start(data)?;
+        match rx.await {
+            Ok(r) => r.map(|_| ()).map_err(failed),
+            Err(_) => Err(ended()),
+        }
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        let rx = self.flush_start()?;
         match rx.await {
             Ok(r) => r.map(|_| ()).map_err(failed),
             Err(_) => Err(ended()),

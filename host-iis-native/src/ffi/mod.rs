@@ -125,12 +125,25 @@ slots! {
     RESPONSE_CLEAR = IHttpResponse[10] "Clear" "void ()";
     RESPONSE_SET_NEED_DISCONNECT = IHttpResponse[12] "SetNeedDisconnect" "void ()";
     RESPONSE_WRITE_ENTITY_CHUNKS = IHttpResponse[21] "WriteEntityChunks" "HRESULT (HTTP_DATA_CHUNK *, DWORD, BOOL, BOOL, DWORD *, BOOL *)";
+    RESPONSE_FLUSH = IHttpResponse[18] "Flush" "HRESULT (BOOL, BOOL, DWORD *, BOOL *)";
     RESPONSE_DISABLE_BUFFERING = IHttpResponse[22] "DisableBuffering" "void ()";
     RESPONSE_CLOSE_CONNECTION = IHttpResponse[27] "CloseConnection" "void ()";
-    USER_GET_USER_NAME = IHttpUser[1] "GetUserNameW" "PCWSTR ()";
+    USER_GET_USER_NAME = IHttpUser[1] "GetUserName" "PCWSTR ()";
     USER_GET_AUTHENTICATION_TYPE = IHttpUser[2] "GetAuthenticationType" "PCWSTR ()";
     COMPLETION_GET_BYTES = IHttpCompletionInfo[0] "GetCompletionBytes" "DWORD () const";
     COMPLETION_GET_STATUS = IHttpCompletionInfo[1] "GetCompletionStatus" "HRESULT () const";
+    // Served by the IIS simulator, not called by this crate.
+    REGISTRATION_GET_NAME = IHttpModuleRegistrationInfo[0] "GetName" "PCWSTR () const";
+    REGISTRATION_GET_ID = IHttpModuleRegistrationInfo[1] "GetId" "HTTP_MODULE_ID () const";
+    ALLOCATOR_ALLOCATE_MEMORY = IModuleAllocator[0] "AllocateMemory" "void *(DWORD)";
+    EVENT_PROVIDER_SET_ERROR_STATUS = IHttpEventProvider[0] "SetErrorStatus" "void (HRESULT)";
+    CONTEXT_GET_RESPONSE_HEADERS_SENT = IHttpContext[5] "GetResponseHeadersSent" "BOOL () const";
+    CONTEXT_ALLOCATE_REQUEST_MEMORY = IHttpContext[18] "AllocateRequestMemory" "void *(DWORD)";
+    REQUEST_GET_RAW_HTTP_REQUEST_CONST = IHttpRequest[0] "GetRawHttpRequest (const)" "const HTTP_REQUEST *() const";
+    REQUEST_GET_HEADER_BY_NAME = IHttpRequest[3] "GetHeader" "PCSTR (PCSTR, USHORT *) const";
+    REQUEST_GET_HTTP_VERSION = IHttpRequest[19] "GetHttpVersion" "void (USHORT *, USHORT *) const";
+    RESPONSE_CLEAR_HEADERS = IHttpResponse[11] "ClearHeaders" "void ()";
+    USER_GET_REMOTE_USER_NAME = IHttpUser[0] "GetRemoteUserName" "PCWSTR ()";
 }
 
 /// Slots in `CHttpModule`'s table: 29 notifications, `Dispose`, and the
@@ -138,6 +151,49 @@ slots! {
 pub const MODULE_SLOTS: usize = 31;
 /// Slots in `IHttpModuleFactory`'s table.
 pub const FACTORY_SLOTS: usize = 2;
+
+/// The number of slots of each interface IIS implements (the base
+/// interfaces, without the `…2`/`…3` extensions), for a host that builds
+/// them (the IIS simulator) and for the tests.
+pub const IIS_INTERFACE_SLOTS: &[(&str, usize)] = &[
+    ("IHttpContext", 39),
+    ("IHttpRequest", 24),
+    ("IHttpResponse", 28),
+    ("IHttpUser", 11),
+    ("IHttpConnection", 3),
+    ("IHttpCompletionInfo", 2),
+    ("IHttpEventProvider", 1),
+    ("IHttpModuleRegistrationInfo", 6),
+    ("IModuleAllocator", 1),
+    ("IHttpServer", 26),
+];
+
+/// The number of slots of IIS interface `name` (0 if not listed).
+pub const fn interface_slots(name: &str) -> usize {
+    let mut i = 0;
+    while i < IIS_INTERFACE_SLOTS.len() {
+        if const_str_eq(IIS_INTERFACE_SLOTS[i].0, name) {
+            return IIS_INTERFACE_SLOTS[i].1;
+        }
+        i += 1;
+    }
+    0
+}
+
+const fn const_str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 // REQUEST_NOTIFICATION_STATUS
 pub const RQ_NOTIFICATION_CONTINUE: i32 = 0;

@@ -363,7 +363,7 @@ unsafe extern "system" fn server_support_function(
                     // SAFETY: DONE_WITH_SESSION's buffer, when given, is a DWORD.
                     Some(unsafe { *(buffer as *const DWORD) })
                 };
-                result(req.done(status))
+                result(req.done(status, "HSE_REQ_DONE_WITH_SESSION"))
             }
             HSE_REQ_IO_COMPLETION => {
                 if buffer.is_null() {

@@ -34,6 +34,8 @@
 
 pub mod auth;
 mod ffi;
+mod native;
+mod native_ffi;
 mod registry;
 mod vars;
 
@@ -134,8 +136,13 @@ pub struct Stats {
     pub in_flight: usize,
     /// Breaches of the ISAPI contract, in words.
     pub violations: Vec<String>,
-    /// The longest `HttpExtensionProc` call.
+    /// The longest `HttpExtensionProc` call (or, for a native module,
+    /// `OnExecuteRequestHandler` with the factory's `GetHttpModule`).
     pub slowest_extension_proc: Duration,
+    /// Whether the DLL is a native module (else an ISAPI extension).
+    pub native_module: bool,
+    /// Native modules: `CHttpModule::Dispose` calls (one per request).
+    pub disposed: u64,
 }
 
 /// The simulator could not start or reload the extension.
@@ -158,8 +165,17 @@ pub enum SimError {
 static DLLS_IN_USE: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
 
 struct Instance {
-    lib: ffi::Library,
+    lib: Loaded,
     generation: u64,
+}
+
+/// What the DLL is, told apart by its exports.
+enum Loaded {
+    /// An ISAPI extension (`GetExtensionVersion`, `HttpExtensionProc`,
+    /// `TerminateExtension`).
+    Isapi(ffi::Library),
+    /// A native module (`RegisterModule`).
+    Native(native_ffi::ModuleLibrary),
 }
 
 #[derive(Default)]
@@ -169,6 +185,7 @@ struct Counters {
     loads: AtomicU64,
     terminations: AtomicU64,
     slowest_proc_us: AtomicU64,
+    disposed: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -183,6 +200,7 @@ pub(crate) struct Shared {
     counters: Counters,
     violations: Mutex<Vec<String>>,
     rt: tokio::runtime::Handle,
+    native_module: AtomicBool,
 }
 
 impl Shared {
@@ -200,6 +218,7 @@ impl Shared {
             counters: Counters::default(),
             violations: Mutex::new(Vec::new()),
             rt: tokio::runtime::Handle::current(),
+            native_module: AtomicBool::new(false),
         });
         let _ = shared.index.set(registry::register_simulator(&shared));
         shared
@@ -218,7 +237,7 @@ impl Shared {
     }
 
     pub(crate) fn violation(&self, what: String) {
-        tracing::error!(target: "iis_sim", "ISAPI violation: {what}");
+        tracing::error!(target: "iis_sim", "IIS contract violation: {what}");
         self.violations
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -244,23 +263,34 @@ impl Shared {
             slowest_extension_proc: Duration::from_micros(
                 self.counters.slowest_proc_us.load(Ordering::Acquire),
             ),
+            native_module: self.native_module.load(Ordering::Acquire),
+            disposed: self.counters.disposed.load(Ordering::Acquire),
         }
     }
 
-    /// Loads the DLL and calls `GetExtensionVersion` (on a blocking thread).
+    /// Loads the DLL and calls `GetExtensionVersion`, or `RegisterModule`
+    /// for a native module (on a blocking thread).
     async fn load(self: &Arc<Self>) -> Result<Arc<Instance>, SimError> {
         let dll = self.config.dll.clone();
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let sim_handle = registry::handle(*self.index.get().expect("registered"), 0);
         let lib = tokio::task::spawn_blocking(move || {
+            if native_ffi::is_native_module(&dll)? {
+                return Ok(Loaded::Native(native_ffi::ModuleLibrary::load(
+                    &dll, sim_handle,
+                )?));
+            }
             let lib = ffi::Library::load(&dll)?;
             let (version, desc) = lib.get_extension_version()?;
             tracing::info!(target: "iis_sim", dll = %dll.display(), version = format!("{:#x}", version), desc, "extension loaded");
-            Ok::<_, String>(lib)
+            Ok::<_, String>(Loaded::Isapi(lib))
         })
         .await
         .map_err(|e| SimError::Load(format!("loading the extension panicked: {e}")))?
         .map_err(SimError::Load)?;
         self.counters.loads.fetch_add(1, Ordering::AcqRel);
+        self.native_module
+            .store(matches!(lib, Loaded::Native(_)), Ordering::Release);
         Ok(Arc::new(Instance { lib, generation }))
     }
 
@@ -282,14 +312,20 @@ impl Shared {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let this = Arc::clone(self);
+        let native = matches!(instance.lib, Loaded::Native(_));
         let ended = tokio::task::spawn_blocking(move || {
-            instance.lib.terminate_extension(HSE_TERM_MUST_UNLOAD);
+            match &instance.lib {
+                Loaded::Isapi(lib) => {
+                    lib.terminate_extension(HSE_TERM_MUST_UNLOAD);
+                }
+                Loaded::Native(lib) => lib.terminate(),
+            }
             this.counters.terminations.fetch_add(1, Ordering::AcqRel);
             drop(instance);
         })
         .await;
         if ended.is_err() {
-            self.violation("TerminateExtension panicked".into());
+            self.violation("TerminateExtension (or the factory's Terminate) panicked".into());
         }
         let left: Vec<usize> = self
             .requests
@@ -300,9 +336,16 @@ impl Shared {
             .map(|r| r.seq)
             .collect();
         for seq in left {
-            self.violation(format!(
-                "request {seq} never got HSE_REQ_DONE_WITH_SESSION, though TerminateExtension returned"
-            ));
+            self.violation(if native {
+                format!(
+                    "request {seq} never completed (no final notification status), though the \
+                     factory's Terminate returned"
+                )
+            } else {
+                format!(
+                    "request {seq} never got HSE_REQ_DONE_WITH_SESSION, though TerminateExtension returned"
+                )
+            });
         }
     }
 }
@@ -458,9 +501,16 @@ pub(crate) struct SimRequest {
     faults: Faults,
     state: Mutex<ReqState>,
     body: Arc<tokio::sync::Mutex<BodySource>>,
+    /// Native-module mode: the module's side of the request.
+    native: Option<native::Native>,
 }
 
 impl SimRequest {
+    /// The IIS objects of a native-mode request.
+    pub(crate) fn native(&self) -> Option<&native_ffi::NativeObjects> {
+        self.native.as_ref().map(|n| &n.objects)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ReqState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -723,14 +773,15 @@ impl SimRequest {
         }
     }
 
-    /// `HSE_REQ_DONE_WITH_SESSION` (`status` from its buffer), or the end of
-    /// a request `HttpExtensionProc` completed synchronously.
-    pub(crate) fn done(&self, status: Option<u32>) -> Result<(), u32> {
+    /// `HSE_REQ_DONE_WITH_SESSION` (`status` from its buffer), the end of
+    /// a request `HttpExtensionProc` completed synchronously, or a native
+    /// module's final status (`what` names the call, for violations).
+    pub(crate) fn done(&self, status: Option<u32>, what: &str) -> Result<(), u32> {
         let storage = {
             let mut st = self.lock();
             if st.done {
                 drop(st);
-                self.violation("HSE_REQ_DONE_WITH_SESSION was sent twice");
+                self.violation(&format!("{what} came twice"));
                 return Err(ERROR_INVALID_PARAMETER);
             }
             st.done = true;
@@ -741,11 +792,9 @@ impl SimRequest {
             st.head_tx = None;
             // Dropping the sender ends the response body.
             st.body_tx = None;
-            if let Some(what) = st.pending {
+            if let Some(op) = st.pending.filter(|_| self.native.is_none()) {
                 drop(st);
-                self.violation(&format!(
-                    "HSE_REQ_DONE_WITH_SESSION with an asynchronous {what} outstanding"
-                ));
+                self.violation(&format!("{what} with an asynchronous {op} outstanding"));
                 None
             } else {
                 st.ecb_ptr = None;
@@ -918,6 +967,9 @@ async fn handle(
             "HTTP Error 503 - the extension is not loaded",
         ));
     };
+    if let Loaded::Native(_) = instance.lib {
+        return Ok(handle_native(shared, instance, parts, body, remote, local, user).await);
+    }
 
     // Read ahead, as IIS does before calling the extension.
     let declared: Option<u64> = parts
@@ -947,29 +999,8 @@ async fn handle(
         None => HSE_UNKNOWN_LENGTH,
     };
 
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| b"/".to_vec(), |pq| pq.as_str().as_bytes().to_vec());
-    let info = vars::RequestInfo {
-        method: parts.method.as_str().to_owned(),
-        path: parts.uri.path().as_bytes().to_vec(),
-        query: parts.uri.query().unwrap_or("").as_bytes().to_vec(),
-        target,
-        version: parts.version,
-        headers: parts.headers,
-        remote,
-        local,
-        user,
-        vdir: shared.config.vdir.clone(),
-        site_id: shared.config.site_id,
-        physical_path: shared
-            .config
-            .dll
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-    };
+    let version = parts.version;
+    let info = request_info(&shared, parts, remote, local, user);
     let seq = shared.next_seq.fetch_add(1, Ordering::AcqRel);
     let (head_tx, head_rx) = oneshot::channel();
     let (body_tx, body_rx) = mpsc::channel(1);
@@ -1012,6 +1043,7 @@ async fn handle(
             ..ReqState::default()
         }),
         body: Arc::new(tokio::sync::Mutex::new(source)),
+        native: None,
     });
     shared
         .requests
@@ -1025,7 +1057,10 @@ async fn handle(
     let proc_instance = Arc::clone(&instance);
     let status = shared
         .pool
-        .run(move || proc_instance.lib.http_extension_proc(ecb))
+        .run(move || match &proc_instance.lib {
+            Loaded::Isapi(lib) => lib.http_extension_proc(ecb),
+            Loaded::Native(_) => host_isapi::ffi::HSE_STATUS_ERROR,
+        })
         .await;
     let took = called.elapsed().as_micros() as u64;
     shared
@@ -1037,7 +1072,7 @@ async fn handle(
         Some(HSE_STATUS_PENDING) => {}
         _ => {
             // Completed synchronously (or failed): the session is over.
-            let _ = request.done(None);
+            let _ = request.done(None, "HSE_REQ_DONE_WITH_SESSION");
             if status != Some(host_isapi::ffi::HSE_STATUS_SUCCESS)
                 && status != Some(HSE_STATUS_SUCCESS_AND_KEEP_CONN)
                 && !request.lock().headers_sent
@@ -1050,15 +1085,61 @@ async fn handle(
             }
         }
     }
+    Ok(respond(&request, head_rx, body_rx, version, guard).await)
+}
+
+/// The variables' view of a request.
+fn request_info(
+    shared: &Shared,
+    parts: http::request::Parts,
+    remote: SocketAddr,
+    local: SocketAddr,
+    user: Option<WindowsUser>,
+) -> vars::RequestInfo {
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| b"/".to_vec(), |pq| pq.as_str().as_bytes().to_vec());
+    vars::RequestInfo {
+        method: parts.method.as_str().to_owned(),
+        path: parts.uri.path().as_bytes().to_vec(),
+        query: parts.uri.query().unwrap_or("").as_bytes().to_vec(),
+        target,
+        version: parts.version,
+        headers: parts.headers,
+        remote,
+        local,
+        user,
+        vdir: shared.config.vdir.clone(),
+        site_id: shared.config.site_id,
+        physical_path: shared
+            .config
+            .dll
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// The response as the DLL made it: the head when it arrives, then the body
+/// as it is written.
+async fn respond(
+    request: &SimRequest,
+    head_rx: oneshot::Receiver<Head>,
+    body_rx: mpsc::Receiver<BodyChunk>,
+    version: Version,
+    mut guard: DisconnectGuard,
+) -> Response<SimBody> {
     let head = head_rx.await;
     guard.0 = None;
     let Ok(head) = head else {
-        return Ok(plain(
+        return plain(
             StatusCode::BAD_GATEWAY,
-            "the extension ended the session without sending a response",
-        ));
+            "the DLL ended the request without sending a response",
+        );
     };
-    // What the extension decided (fKeepConn in the header call).
+    // What the DLL decided (fKeepConn in the header call, or the absence of
+    // SetNeedDisconnect).
     let keep = request.lock().keep_conn;
     let mut response = Response::new(SimBody {
         rx: Some(body_rx),
@@ -1069,10 +1150,166 @@ async fn handle(
     for (n, v) in head.headers {
         h.append(n, v);
     }
-    if !keep && parts.version != Version::HTTP_2 {
+    if !keep && version != Version::HTTP_2 {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    Ok(response)
+    response
+}
+
+/// Percent-decodes a path as HTTP.sys cooks it (invalid UTF-8 replaced).
+fn cook_path(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A request for a native module: its objects, the module from the
+/// factory, `OnExecuteRequestHandler` on an IIS thread, then completions
+/// until the final status.
+async fn handle_native(
+    shared: Arc<Shared>,
+    instance: Arc<Instance>,
+    parts: http::request::Parts,
+    body: Incoming,
+    remote: SocketAddr,
+    local: SocketAddr,
+    user: Option<WindowsUser>,
+) -> Response<SimBody> {
+    let declared: Option<u64> = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let chunked = parts.headers.contains_key(http::header::TRANSFER_ENCODING);
+    let seq = shared.next_seq.fetch_add(1, Ordering::AcqRel);
+    let handle = registry::handle(*shared.index.get().expect("registered"), seq);
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or_else(|| local.to_string(), str::to_owned);
+    let raw_url = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .as_bytes()
+        .to_vec();
+    let cooked_query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let version = match parts.version {
+        Version::HTTP_09 => (0, 9),
+        Version::HTTP_10 => (1, 0),
+        Version::HTTP_2 => (2, 0),
+        Version::HTTP_3 => (3, 0),
+        _ => (1, 1),
+    };
+    let raw = native_ffi::RawRequest::new(native_ffi::RawFields {
+        method: parts.method.as_str(),
+        raw_url: &raw_url,
+        origin: &format!("http://{host}"),
+        cooked_path: &cook_path(parts.uri.path()),
+        cooked_query: &cooked_query,
+        version,
+        headers: &parts.headers,
+        request_id: seq as u64,
+    });
+    let raw = match raw {
+        Ok(r) => r,
+        // HTTP.sys refuses what does not fit its USHORT lengths.
+        Err(why) => return plain(StatusCode::BAD_REQUEST, &format!("HTTP Error 400 - {why}")),
+    };
+    let user_strings = user
+        .as_ref()
+        .filter(|u| !u.name.is_empty())
+        .map(|u| native_ffi::UserStrings::new(&u.name, &u.auth_type));
+    let version = parts.version;
+    let info = request_info(&shared, parts, remote, local, user);
+    let (head_tx, head_rx) = oneshot::channel();
+    let (body_tx, body_rx) = mpsc::channel(1);
+    let keep_alive_wanted = keep_alive_wanted(info.version, &info.headers);
+    let faults = shared
+        .faults
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let generation = instance.generation;
+    let request = Arc::new(SimRequest {
+        seq,
+        generation,
+        shared: Arc::clone(&shared),
+        info,
+        keep_alive_wanted,
+        disconnected: AtomicBool::new(false),
+        written: AtomicU64::new(0),
+        faults,
+        state: Mutex::new(ReqState {
+            head_tx: Some(head_tx),
+            body_tx: Some(body_tx),
+            ..ReqState::default()
+        }),
+        body: Arc::new(tokio::sync::Mutex::new(BodySource {
+            body: Some(body),
+            leftover: Bytes::new(),
+            delivered: 0,
+        })),
+        native: Some(native::Native::new(
+            native_ffi::NativeObjects::new(handle, raw, user_strings),
+            Some(instance),
+            declared,
+            chunked,
+        )),
+    });
+    shared
+        .requests
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(seq, Arc::clone(&request));
+    shared.counters.requests.fetch_add(1, Ordering::AcqRel);
+    let guard = DisconnectGuard(Some(Arc::clone(&request)));
+
+    let called = Instant::now();
+    let on_pool = Arc::clone(&request);
+    let started = shared.pool.run(move || native::execute(&on_pool)).await;
+    let took = called.elapsed().as_micros() as u64;
+    shared
+        .counters
+        .slowest_proc_us
+        .fetch_max(took, Ordering::AcqRel);
+    match started {
+        Some(Ok(())) => {}
+        Some(Err(why)) => {
+            tracing::error!(target: "iis_sim", "{why}");
+            let _ = request.done(None, "the module's failure");
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("HTTP Error 500.0 - {why}"),
+            );
+        }
+        None => {
+            let _ = request.done(None, "the pool's failure");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "HTTP Error 503 - the IIS thread pool is gone",
+            );
+        }
+    }
+    respond(&request, head_rx, body_rx, version, guard).await
 }
 
 /// A running simulator.
@@ -1251,7 +1488,14 @@ mod tests {
     use super::*;
 
     /// A simulator with no extension loaded, and one request registered.
-    fn request(shared_rt: &tokio::runtime::Runtime) -> (Arc<Shared>, Arc<SimRequest>) {
+    type MakeNative = Box<dyn FnOnce(usize) -> native::Native>;
+    const RQ_FINISH: i32 = host_iis_native::ffi::RQ_NOTIFICATION_FINISH_REQUEST;
+    const RQ_PENDING: i32 = host_iis_native::ffi::RQ_NOTIFICATION_PENDING;
+
+    fn make_request(
+        shared_rt: &tokio::runtime::Runtime,
+        native_state: Option<MakeNative>,
+    ) -> (Arc<Shared>, Arc<SimRequest>) {
         let shared = {
             let _enter = shared_rt.enter();
             Shared::new(Config::new("/nonexistent.so"))
@@ -1286,6 +1530,8 @@ mod tests {
                 leftover: Bytes::new(),
                 delivered: 0,
             })),
+            native: native_state
+                .map(|make| make(registry::handle(*shared.index.get().unwrap(), seq))),
         });
         shared
             .requests
@@ -1293,6 +1539,82 @@ mod tests {
             .unwrap()
             .insert(seq, Arc::clone(&req));
         (shared, req)
+    }
+
+    fn request(shared_rt: &tokio::runtime::Runtime) -> (Arc<Shared>, Arc<SimRequest>) {
+        make_request(shared_rt, None)
+    }
+
+    /// A native-mode request with no module behind it (nothing calls into
+    /// a module on the paths these tests take).
+    fn native_request(shared_rt: &tokio::runtime::Runtime) -> (Arc<Shared>, Arc<SimRequest>) {
+        let headers = http::HeaderMap::new();
+        make_request(
+            shared_rt,
+            Some(Box::new(move |handle| {
+                let raw = native_ffi::RawRequest::new(native_ffi::RawFields {
+                    method: "GET",
+                    raw_url: b"/",
+                    origin: "http://localhost",
+                    cooked_path: "/",
+                    cooked_query: "",
+                    version: (1, 1),
+                    headers: &headers,
+                    request_id: 1,
+                })
+                .unwrap();
+                native::Native::new(
+                    native_ffi::NativeObjects::new(handle, raw, None),
+                    None,
+                    None,
+                    false,
+                )
+            })),
+        )
+    }
+
+    #[test]
+    fn native_completions_wait_for_the_running_notification() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (shared, req) = native_request(&rt);
+        // The handler is running: an IndicateCompletion waits for it.
+        native::deliver(&req, native::Item::Indicate(RQ_FINISH));
+        assert_eq!(shared.stats().in_flight, 1, "nothing ends mid-notification");
+        // The handler returns PENDING: the queued completion ends the request.
+        native::after_notification(&req, RQ_PENDING);
+        let stats = shared.stats();
+        assert_eq!(stats.in_flight, 0, "{stats:?}");
+        assert_eq!(stats.disposed, 1, "{stats:?}");
+        assert!(stats.violations.is_empty(), "{stats:?}");
+    }
+
+    #[test]
+    fn native_second_completions_and_late_calls_are_violations() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (shared, req) = native_request(&rt);
+        let handle = registry::handle(*shared.index.get().unwrap(), req.seq);
+        native::after_notification(&req, RQ_FINISH);
+        assert!(shared.stats().violations.is_empty());
+        // A completion for the finished request, and a call on its objects.
+        native::deliver(&req, native::Item::Indicate(RQ_FINISH));
+        assert!(registry::lookup(handle, "IHttpResponse::SetHeader").is_none());
+        let v = shared.stats().violations;
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].contains("already finished"), "{v:?}");
+        assert!(
+            v[1].contains("SetHeader") && v[1].contains("after"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn native_finish_with_an_operation_outstanding_is_a_violation() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (shared, req) = native_request(&rt);
+        req.lock().pending = Some("read");
+        native::after_notification(&req, RQ_FINISH);
+        let v = shared.stats().violations;
+        assert!(v.iter().any(|v| v.contains("read outstanding")), "{v:?}");
     }
 
     #[test]
@@ -1303,13 +1625,14 @@ mod tests {
         assert!(registry::lookup(handle, "GetServerVariable").is_some());
         assert!(shared.stats().violations.is_empty());
 
-        req.done(Some(HSE_STATUS_SUCCESS_AND_KEEP_CONN)).unwrap();
+        req.done(Some(HSE_STATUS_SUCCESS_AND_KEEP_CONN), "DONE")
+            .unwrap();
         assert_eq!(shared.stats().in_flight, 0);
-        assert!(req.done(None).is_err());
+        assert!(req.done(None, "DONE").is_err());
         assert!(registry::lookup(handle, "WriteClient").is_none());
         let v = shared.stats().violations;
         assert_eq!(v.len(), 2, "{v:?}");
-        assert!(v[0].contains("sent twice"), "{v:?}");
+        assert!(v[0].contains("came twice"), "{v:?}");
         assert!(
             v[1].contains("WriteClient") && v[1].contains("after its session ended"),
             "{v:?}"

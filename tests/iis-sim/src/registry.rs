@@ -55,3 +55,12 @@ pub(crate) fn lookup(conn: usize, what: &str) -> Option<Arc<SimRequest>> {
     }
     found
 }
+
+/// The simulator that issued `handle`, if it still runs.
+pub(crate) fn simulator(handle: usize) -> Option<Arc<Shared>> {
+    let sim = handle >> SHIFT;
+    let sims = SIMULATORS.read().unwrap_or_else(|e| e.into_inner());
+    sim.checked_sub(1)
+        .and_then(|i| sims.get(i))
+        .and_then(Weak::upgrade)
+}

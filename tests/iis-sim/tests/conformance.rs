@@ -1,5 +1,6 @@
-//! The conformance suite against the ISAPI host: the conformance app built as
-//! an extension DLL, loaded by the IIS simulator, reached over loopback.
+//! The conformance suite against the in-process IIS hosts: the conformance
+//! app built as an ISAPI extension DLL and as a native module, each loaded
+//! by the IIS simulator and reached over loopback.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use kallithea_core::{BoxError, BoxFuture, ByteLimit, Capabilities, Limits};
 const PASSWORD: &str = "conformance-password";
 
 struct SimDriver {
+    name: &'static str,
     dll: PathBuf,
     dir: PathBuf,
     next: AtomicUsize,
@@ -46,7 +48,7 @@ fn install(dll: &Path, dir: &Path, config: &str) -> PathBuf {
 
 impl Driver for SimDriver {
     fn name(&self) -> String {
-        "host-isapi in the IIS simulator".into()
+        self.name.into()
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -108,21 +110,27 @@ impl RunningApp for Running {
                 let stats = sim.shutdown().await;
                 assert!(
                     stats.violations.is_empty(),
-                    "ISAPI contract violations: {:#?}",
+                    "IIS contract violations: {:#?}",
                     stats.violations
                 );
                 assert_eq!(stats.in_flight, 0, "{stats:?}");
+                if stats.native_module {
+                    assert_eq!(
+                        stats.disposed, stats.requests,
+                        "every module object is disposed once: {stats:?}"
+                    );
+                }
             }
         })
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_isapi_host_passes_the_conformance_suite() {
-    let dll = iis_sim::build_cdylib("conformance-isapi").unwrap();
-    let dir = std::env::temp_dir().join(format!("isapi-conformance-{}", std::process::id()));
+async fn run_suite(name: &'static str, package: &str) {
+    let dll = iis_sim::build_cdylib(package).unwrap();
+    let dir = std::env::temp_dir().join(format!("{package}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let driver = SimDriver {
+        name,
         dll,
         dir: dir.clone(),
         next: AtomicUsize::new(0),
@@ -134,4 +142,14 @@ async fn the_isapi_host_passes_the_conformance_suite() {
         report.all_passed(),
         "failed conformance cases (table above)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_isapi_host_passes_the_conformance_suite() {
+    run_suite("host-isapi in the IIS simulator", "conformance-isapi").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_native_module_passes_the_conformance_suite() {
+    run_suite("host-iis-native in the IIS simulator", "conformance-native").await;
 }
