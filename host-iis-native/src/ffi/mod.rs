@@ -422,13 +422,13 @@ pub mod layout {
     }
 
     macro_rules! layouts {
-        ($( $ty:ident ($s64:expr, $s86:expr) { $( $($field:ident).+ : $o64:expr, $o86:expr; )* } )*) => {
+        ($( $ty:ident ($s64:expr, $s86:expr) { $( $first:ident $(. $rest:ident)* : $o64:expr, $o86:expr; )* } )*) => {
             /// Every struct's expected size.
             pub const SIZES: &[Size] = &[$( Size { ty: stringify!($ty), x64: $s64, x86: $s86 }, )*];
             /// Every field's expected offset.
             pub const OFFSETS: &[Offset] = &[$($( Offset {
                 ty: stringify!($ty),
-                field: concat!($(stringify!($field), "."),+),
+                field: concat!(stringify!($first) $(, ".", stringify!($rest))*),
                 x64: $o64,
                 x86: $o86,
             }, )*)*];
@@ -436,7 +436,7 @@ pub mod layout {
             const _: () = {
                 $(
                     assert!(std::mem::size_of::<super::$ty>() == for_target($s64, $s86));
-                    $( assert!(std::mem::offset_of!(super::$ty, $($field).+) == for_target($o64, $o86)); )*
+                    $( assert!(std::mem::offset_of!(super::$ty, $first $(. $rest)*) == for_target($o64, $o86)); )*
                 )*
             };
         };

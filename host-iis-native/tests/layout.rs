@@ -1,0 +1,164 @@
+//! The `http.h` layouts and constants the native module uses match
+//! mingw-w64's `http.h` (with `windows.h`, for Vista and later, where
+//! `HTTP_REQUEST` is `HTTP_REQUEST_V2`), for x64 and x86: C static
+//! assertions generated from `host_iis_native::ffi::layout`, compiled (not
+//! run) with the mingw-w64 cross compilers.
+
+use std::process::Command;
+
+use host_iis_native::ffi::layout::{CONSTANTS, OFFSETS, SIZES};
+
+#[derive(Clone, Copy)]
+enum Arch {
+    X64,
+    X86,
+}
+
+impl Arch {
+    fn compiler(self) -> &'static str {
+        match self {
+            Arch::X64 => "x86_64-w64-mingw32-gcc",
+            Arch::X86 => "i686-w64-mingw32-gcc",
+        }
+    }
+
+    fn pick(self, x64: usize, x86: usize) -> usize {
+        match self {
+            Arch::X64 => x64,
+            Arch::X86 => x86,
+        }
+    }
+}
+
+/// The C source asserting every size, offset and constant for `arch`, plus
+/// `extra` lines.
+fn source(arch: Arch, extra: &str) -> String {
+    let mut c = String::from(
+        "#define _WIN32_WINNT 0x0600\n#include <windows.h>\n#include <http.h>\n#include <stddef.h>\n\n",
+    );
+    // The crate's HTTP_REQUEST is the V2 struct that IIS 7+ hands out.
+    c += "_Static_assert(sizeof(HTTP_REQUEST) == sizeof(HTTP_REQUEST_V2), \"HTTP_REQUEST is V2\");\n";
+    for s in SIZES {
+        let n = arch.pick(s.x64, s.x86);
+        c += &format!(
+            "_Static_assert(sizeof({ty}) == {n}, \"sizeof({ty}) is not {n}\");\n",
+            ty = s.ty
+        );
+    }
+    for o in OFFSETS {
+        let n = arch.pick(o.x64, o.x86);
+        c += &format!(
+            "_Static_assert(offsetof({ty}, {f}) == {n}, \"offsetof({ty}, {f}) is not {n}\");\n",
+            ty = o.ty,
+            f = o.field
+        );
+    }
+    for (name, value) in CONSTANTS {
+        c += &format!(
+            "_Static_assert((long long)({name}) == {value}LL, \"{name} is not {value}\");\n"
+        );
+    }
+    c += extra;
+    c
+}
+
+/// Compiles `source` for `arch`; `Err` carries the compiler's complaints.
+fn compile(arch: Arch, tag: &str, source: &str) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("native-layout-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{tag}.c"));
+    std::fs::write(&file, source).unwrap();
+    let out = Command::new(arch.compiler())
+        .args(["-std=c11", "-c", "-o"])
+        .arg(dir.join(format!("{tag}.o")))
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} is needed for the layout check ({e}): apt-get install gcc-mingw-w64-x86-64 gcc-mingw-w64-i686 (scripts/test does it)",
+                arch.compiler()
+            )
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn layouts_and_constants_match_http_h_on_x64() {
+    if let Err(e) = compile(Arch::X64, "x64", &source(Arch::X64, "")) {
+        panic!("x64 layout differs from http.h:\n{e}");
+    }
+}
+
+#[test]
+fn layouts_and_constants_match_http_h_on_x86() {
+    if let Err(e) = compile(Arch::X86, "x86", &source(Arch::X86, "")) {
+        panic!("x86 layout differs from http.h:\n{e}");
+    }
+}
+
+#[test]
+fn a_wrong_expectation_is_caught() {
+    // The check itself must be able to fail: one deliberately wrong offset.
+    let wrong = "_Static_assert(offsetof(HTTP_REQUEST, pRawUrl) == 52, \"wrong on purpose\");\n";
+    let err = compile(Arch::X64, "wrong", &source(Arch::X64, wrong)).unwrap_err();
+    assert!(err.contains("wrong on purpose"), "{err}");
+}
+
+#[test]
+fn the_table_matches_the_reference_layouts() {
+    // shared/reference/iis-native/http_h_layouts.tsv lists the same facts,
+    // computed from the same header: every size and offset the crate
+    // states must agree with it where the reference has the row.
+    let text = common::reference("http_h_layouts.tsv");
+    let rows: std::collections::HashMap<String, (usize, usize)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            // "sizeof HTTP_REQUEST_V2 [HTTP_REQUEST]", "… (V2)",
+            // "KnownHeaders[41]": the bare name is the key.
+            let item = f.next()?;
+            let item = item.split([' ', '[']).take(2).collect::<Vec<_>>();
+            let item = match item.as_slice() {
+                ["sizeof", ty] => format!("sizeof {ty}"),
+                [first, ..] => (*first).to_owned(),
+                [] => return None,
+            };
+            let x64 = f.next()?.trim().parse().ok()?;
+            let x86 = f.next()?.trim().parse().ok()?;
+            Some((item, (x64, x86)))
+        })
+        .collect();
+    let reference_name = |ty: &str| {
+        if ty == "HTTP_REQUEST" {
+            "HTTP_REQUEST_V2".to_owned()
+        } else {
+            ty.to_owned()
+        }
+    };
+    let mut matched = 0;
+    for s in SIZES {
+        if let Some(&(x64, x86)) = rows.get(format!("sizeof {}", reference_name(s.ty)).as_str()) {
+            assert_eq!((s.x64, s.x86), (x64, x86), "sizeof {}", s.ty);
+            matched += 1;
+        }
+    }
+    for o in OFFSETS {
+        let key = format!("{}.{}", o.ty, o.field);
+        if let Some(&(x64, x86)) = rows.get(key.as_str()) {
+            assert_eq!((o.x64, o.x86), (x64, x86), "{key}");
+            matched += 1;
+        }
+    }
+    assert!(
+        matched >= 45,
+        "only {matched} sizes and offsets found in the reference table"
+    );
+}
+
+mod common;
