@@ -1,6 +1,8 @@
-//! host-isapi's own guarantees, through the IIS simulator: start-up failures
-//! and retries, recycling under load, injected faults, a tiny IIS thread
-//! pool, and termination with requests in flight.
+//! The in-process hosts' own guarantees, through the IIS simulator, for the
+//! ISAPI extension (host-isapi) and the native module (host-iis-native)
+//! alike: start-up failures and retries, recycling under load, injected
+//! faults, a tiny IIS thread pool, termination with requests in flight, and
+//! keep-alive. Each test runs once per host (`isapi::…`, `native::…`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,19 +14,27 @@ use iis_sim::{Config, Faults, RunningSimulator};
 use kallithea_conformance::client::Client;
 use kallithea_core::Body;
 
-fn dll() -> PathBuf {
-    static DLL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DLL.get_or_init(|| iis_sim::build_cdylib("conformance-isapi").unwrap())
-        .clone()
+/// The conformance app built as `package` (once per test binary).
+fn dll(package: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = built.iter().find(|(n, _)| n == package) {
+        return p.clone();
+    }
+    let p = iis_sim::build_cdylib(package).unwrap();
+    built.push((package.to_owned(), p.clone()));
+    p
 }
 
-/// A private copy of the DLL in its own folder, with `config` beside it.
-fn install(test: &str, config: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("isapi-host-{}-{test}", std::process::id()));
+/// A private copy of `package`'s DLL in its own folder, with `config`
+/// beside it.
+fn install(package: &str, test: &str, config: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("iis-host-{}-{package}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let copy = dir.join("app.so");
-    std::fs::copy(dll(), &copy).unwrap();
+    std::fs::copy(dll(package), &copy).unwrap();
     std::fs::write(dir.join("app.toml"), config).unwrap();
     copy
 }
@@ -44,12 +54,50 @@ async fn finish(sim: RunningSimulator) -> iis_sim::Stats {
         stats.violations
     );
     assert_eq!(stats.in_flight, 0, "{stats:?}");
+    if stats.native_module {
+        assert_eq!(
+            stats.disposed, stats.requests,
+            "one Dispose per request: {stats:?}"
+        );
+    }
     stats
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle() {
+/// Each test, once per host.
+macro_rules! for_both_hosts {
+    ($($name:ident),* $(,)?) => {
+        mod isapi {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name("conformance-isapi").await;
+                }
+            )*
+        }
+        mod native {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name("conformance-native").await;
+                }
+            )*
+        }
+    };
+}
+
+for_both_hosts!(
+    a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle,
+    a_missing_or_invalid_configuration_is_named_on_the_error_page,
+    two_thousand_requests_across_a_recycle_all_succeed,
+    injected_faults_end_every_session_cleanly,
+    one_iis_thread_is_enough_because_the_host_never_blocks_it,
+    termination_cancels_what_outlives_the_drain_time_and_ends_every_session,
+    keep_alive_follows_the_request_and_the_response,
+);
+
+async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle(package: &str) {
     let dll = install(
+        package,
         "startup",
         "[app]\nfail_start = \"database unreachable at db.example:5432\"\n",
     );
@@ -86,9 +134,8 @@ async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle()
     assert_eq!(stats.loads, 1, "no recycle was needed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_or_invalid_configuration_is_named_on_the_error_page() {
-    let dll = install("config", "worker_threads = 0\n");
+async fn a_missing_or_invalid_configuration_is_named_on_the_error_page(package: &str) {
+    let dll = install(package, "config", "worker_threads = 0\n");
     let sim = start(&dll, |_| {}).await;
     let r = Client::new(sim.local_addr()).get("/").await.unwrap();
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -103,9 +150,8 @@ async fn a_missing_or_invalid_configuration_is_named_on_the_error_page() {
     finish(sim).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_thousand_requests_across_a_recycle_all_succeed() {
-    let dll = install("recycle", "worker_threads = 2\n");
+async fn two_thousand_requests_across_a_recycle_all_succeed(package: &str) {
+    let dll = install(package, "recycle", "worker_threads = 2\n");
     let sim = Arc::new(start(&dll, |_| {}).await);
     let client = Client::new(sim.local_addr());
     let total = 2000;
@@ -164,9 +210,8 @@ async fn two_thousand_requests_across_a_recycle_all_succeed() {
     assert_eq!(stats.sessions_ended, total as u64);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn injected_faults_end_every_session_cleanly() {
-    let dll = install("faults", "worker_threads = 2\n");
+async fn injected_faults_end_every_session_cleanly(package: &str) {
+    let dll = install(package, "faults", "worker_threads = 2\n");
     let sim = start(&dll, |_| {}).await;
     let client = Client::new(sim.local_addr());
 
@@ -242,9 +287,8 @@ async fn injected_faults_end_every_session_cleanly() {
     finish(sim).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_iis_thread_is_enough_because_the_extension_never_blocks_it() {
-    let dll = install("pool", "worker_threads = 2\n");
+async fn one_iis_thread_is_enough_because_the_host_never_blocks_it(package: &str) {
+    let dll = install(package, "pool", "worker_threads = 2\n");
     let sim = start(&dll, |c| c.iis_threads = 1).await;
     let client = Client::new(sim.local_addr());
     let n = 40;
@@ -271,9 +315,8 @@ async fn one_iis_thread_is_enough_because_the_extension_never_blocks_it() {
     finish(sim).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn termination_cancels_what_outlives_the_drain_time_and_ends_every_session() {
-    let dll = install("terminate", "drain_timeout = \"300ms\"\n");
+async fn termination_cancels_what_outlives_the_drain_time_and_ends_every_session(package: &str) {
+    let dll = install(package, "terminate", "drain_timeout = \"300ms\"\n");
     let sim = start(&dll, |c| c.shutdown_time_limit = Duration::from_millis(100)).await;
     let client = Client::new(sim.local_addr());
     let hanging = {
@@ -286,16 +329,22 @@ async fn termination_cancels_what_outlives_the_drain_time_and_ends_every_session
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(sim.stats().in_flight, 1);
+    // The status requests end just after their responses reach the client.
+    for _ in 0..100 {
+        if sim.stats().in_flight == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sim.stats().in_flight, 1, "only the hanging request is left");
     let stats = finish(sim).await;
     assert_eq!(stats.terminations, 1);
     hanging.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keep_alive_follows_the_request_and_the_response() {
+async fn keep_alive_follows_the_request_and_the_response(package: &str) {
     use kallithea_conformance::client::RawConn;
-    let dll = install("keepalive", "worker_threads = 2\n");
+    let dll = install(package, "keepalive", "worker_threads = 2\n");
     let sim = start(&dll, |_| {}).await;
 
     // HTTP/1.1: two requests on one connection.
