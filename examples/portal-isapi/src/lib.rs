@@ -16,32 +16,6 @@
 //! allowed_domains = ["EXAMPLE"]
 //! ```
 
-use std::path::PathBuf;
+mod app;
 
-use auth_container::Settings;
-use host_isapi::Startup;
-use kallithea_core::{BoxError, Dispatcher};
-use kallithea_portal::Portal;
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AppConfig {
-    data_dir: PathBuf,
-    #[serde(default)]
-    admins: Vec<String>,
-    #[serde(default)]
-    auth_container: Settings,
-}
-
-fn make_app(startup: &Startup<'_>) -> Result<Dispatcher, BoxError> {
-    let cfg: AppConfig = startup.app_config()?;
-    let data_dir = startup.resolve(&cfg.data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| format!("cannot create the data folder {}: {e}", data_dir.display()))?;
-    let portal = Portal::open(&data_dir, cfg.auth_container, cfg.admins)
-        .map_err(|e| format!("cannot open the user store in {}: {e}", data_dir.display()))?;
-    Ok(portal.dispatcher(startup.config().limits.clone()))
-}
-
-host_isapi::export!(make_app, "Kallithea portal");
+host_isapi::export!(app::make_app, "Kallithea portal");

@@ -1,5 +1,5 @@
-//! The portal as an ISAPI extension, reached with curl through the IIS
-//! simulator's Windows authentication (Basic here).
+//! The portal as an ISAPI extension and as a native module, reached with
+//! curl through the IIS simulator's Windows authentication (Basic here).
 
 use std::process::Command;
 
@@ -24,15 +24,25 @@ fn curl(args: &[&str]) -> (String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn curl_reaches_the_portal_as_a_cleaned_automatically_created_user() {
-    let dll = iis_sim::build_cdylib("portal-isapi").unwrap();
-    let dir = std::env::temp_dir().join(format!("portal-isapi-{}", std::process::id()));
+async fn curl_reaches_the_portal_isapi_as_a_cleaned_automatically_created_user() {
+    curl_reaches_the_portal("portal-isapi", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_reaches_the_portal_native_module_as_a_cleaned_automatically_created_user() {
+    curl_reaches_the_portal("portal-iis", true).await;
+}
+
+async fn curl_reaches_the_portal(package: &str, native: bool) {
+    let dll = iis_sim::build_cdylib(package).unwrap();
+    let stem = package.replace('-', "_");
+    let dir = std::env::temp_dir().join(format!("{package}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let copy = dir.join("portal_isapi.so");
+    let copy = dir.join(format!("{stem}.so"));
     std::fs::copy(&dll, &copy).unwrap();
     std::fs::write(
-        dir.join("portal_isapi.toml"),
+        dir.join(format!("{stem}.toml")),
         "[app]\ndata_dir = \"data\"\nadmins = ['EXAMPLE\\alice']\n\n[app.auth_container]\nallowed_domains = [\"EXAMPLE\"]\n",
     )
     .unwrap();
@@ -75,5 +85,6 @@ async fn curl_reaches_the_portal_as_a_cleaned_automatically_created_user() {
 
     let stats = sim.shutdown().await;
     assert!(stats.violations.is_empty(), "{:?}", stats.violations);
+    assert_eq!(stats.native_module, native, "{stats:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,3 @@
+fn main() {
+    kallithea_build::native_module_exports();
+}

@@ -1,0 +1,24 @@
+//! The portal as an IIS native module: IIS authenticates the user (Windows
+//! authentication), the module takes the user from `IHttpUser` and the
+//! portal turns it into a portal user.
+//!
+//! Configuration: `portal_iis.toml` beside the DLL (or the file
+//! `KALLITHEA_ISAPI_CONFIG` names), the same format as the ISAPI
+//! extension's:
+//!
+//! ```toml
+//! worker_threads = 4
+//! drain_timeout = "20s"
+//!
+//! [app]
+//! data_dir = "data"            # relative to this file; holds kallithea.sqlite3
+//! admins = ['EXAMPLE\alice']  # as IIS reports them; cleaned like identities
+//!
+//! [app.auth_container]         # auth-container's settings
+//! allowed_domains = ["EXAMPLE"]
+//! ```
+
+#[path = "../../portal-isapi/src/app.rs"]
+mod app;
+
+host_iis_native::export!(app::make_app);
