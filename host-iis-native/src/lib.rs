@@ -35,9 +35,11 @@
 //!   it on the runtime and returns `RQ_NOTIFICATION_PENDING`. The body is
 //!   read with asynchronous `ReadEntityBody`, the response written with
 //!   `SetStatus`, `SetHeader` and asynchronous `WriteEntityChunks`, each
-//!   completion arriving through `OnAsyncCompletion`; the request ends with
-//!   `PostCompletion`, answered with `RQ_NOTIFICATION_FINISH_REQUEST`. IIS
-//!   then calls `Dispose`.
+//!   completion arriving through `OnAsyncCompletion`. The request ends with
+//!   `RQ_NOTIFICATION_FINISH_REQUEST`: returned by the handler when the app
+//!   finished before it returned, by `OnAsyncCompletion` when an operation
+//!   was outstanding, and otherwise through `IndicateCompletion` from the
+//!   runtime. IIS then calls `Dispose`.
 //! - The factory's `Terminate` drains in-flight requests for the configured
 //!   time, cancels the rest, and stops the runtime.
 //!

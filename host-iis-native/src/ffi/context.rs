@@ -5,11 +5,15 @@
 //! The module's `OnExecuteRequestHandler` returns `RQ_NOTIFICATION_PENDING`;
 //! from then on IIS reports every asynchronous completion through
 //! `OnAsyncCompletion` on one of its threads ([`Shared::on_completion`]).
-//! The request ends when the engine calls [`IisRequest::done`]: the module
-//! posts a completion (`PostCompletion`) and answers it with
-//! `RQ_NOTIFICATION_FINISH_REQUEST`, so the rest of IIS's pipeline runs on
-//! an IIS thread, never on the app's runtime. After that answer nothing here
-//! touches the context again.
+//! The request ends when the engine calls [`IisRequest::done`], in one of
+//! three ways: if the handler has not returned yet, it returns
+//! `RQ_NOTIFICATION_FINISH_REQUEST` itself ([`Shared::handler_returns`]);
+//! if an operation is outstanding, its `OnAsyncCompletion` answers
+//! `RQ_NOTIFICATION_FINISH_REQUEST`; otherwise the module calls
+//! `IndicateCompletion(RQ_NOTIFICATION_FINISH_REQUEST)`, which resumes IIS's
+//! pipeline on the calling thread (as the ISAPI host's
+//! `HSE_REQ_DONE_WITH_SESSION` does). After that nothing here touches the
+//! context again.
 
 use std::ffi::{c_void, CStr};
 use std::io;
@@ -50,8 +54,9 @@ struct IoSlot {
     pending: Option<Pending>,
     /// The engine asked to end the request (with keep-alive or not).
     done: Option<bool>,
-    /// `PostCompletion` was called: the next completion is the last.
-    posted: bool,
+    /// `OnExecuteRequestHandler` returned `RQ_NOTIFICATION_PENDING`: from
+    /// then on the request may be completed with `IndicateCompletion`.
+    handler_returned: bool,
 }
 
 /// What a request's module object and its [`NativeRequest`] share.
@@ -329,12 +334,29 @@ impl Shared {
         Ok(None)
     }
 
-    /// `OnAsyncCompletion`: an I/O completion, or the completion posted to
-    /// end the request. Returns the notification status for IIS.
+    /// What `OnExecuteRequestHandler` returns once the request started: the
+    /// end, if the engine finished the request before the handler returned
+    /// (and no operation is outstanding), otherwise `PENDING`.
+    pub(crate) fn handler_returns(&self) -> i32 {
+        let mut slot = self.lock_slot();
+        match slot.done {
+            Some(keep) if slot.pending.is_none() => {
+                drop(slot);
+                self.finish(keep)
+            }
+            _ => {
+                slot.handler_returned = true;
+                RQ_NOTIFICATION_PENDING
+            }
+        }
+    }
+
+    /// `OnAsyncCompletion`: an I/O completion. Returns the notification
+    /// status for IIS.
     pub(crate) fn on_completion(&self, bytes: u32, status: HRESULT) -> i32 {
-        let (pending, done, posted) = {
+        let (pending, done) = {
             let mut slot = self.lock_slot();
-            (slot.pending.take(), slot.done, slot.posted)
+            (slot.pending.take(), slot.done)
         };
         match pending {
             Some(p) => {
@@ -345,7 +367,6 @@ impl Shared {
                     None => RQ_NOTIFICATION_PENDING,
                 }
             }
-            None if posted => self.finish(done.unwrap_or(false)),
             None => {
                 tracing::error!(
                     bytes,
@@ -689,23 +710,17 @@ impl IisRequest for NativeRequest {
                 self.cancel_io();
                 return;
             }
-            slot.posted = true;
+            if !slot.handler_returned {
+                // The handler has not returned: it ends the request itself
+                // (`handler_returns`).
+                return;
+            }
         }
         let ctx = self.shared.ctx.as_ptr();
-        let posted = self.shared.live(|| {
-            // SAFETY: a context method taking a byte count; IIS answers it
-            // with `OnAsyncCompletion` on one of its threads.
-            unsafe { vcall!(ctx, CONTEXT_POST_COMPLETION, fn(DWORD) -> HRESULT; 0) }
-        });
-        if let Some(hr) = posted.filter(|hr| *hr < 0) {
-            tracing::error!(
-                hr = format!("{:#010x}", hr as u32),
-                "PostCompletion failed; finishing the request on this thread"
-            );
-            let status = self.shared.finish(keep_conn);
-            // SAFETY: the context is still valid for this one call: IIS has
-            // not been told the request ended.
-            unsafe { vcall!(ctx, CONTEXT_INDICATE_COMPLETION, fn(i32); status) };
-        }
+        let status = self.shared.finish(keep_conn);
+        // SAFETY: the context is valid for this one call: IIS has not been
+        // told the request ended, and no notification for it is running
+        // (the handler returned PENDING, nothing is outstanding).
+        unsafe { vcall!(ctx, CONTEXT_INDICATE_COMPLETION, fn(i32); status) };
     }
 }

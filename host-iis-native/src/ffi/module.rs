@@ -201,9 +201,9 @@ fn execute(module: &Module, shared: Arc<Shared>) -> i32 {
     };
     // Before the request can complete (and IIS can answer it on another
     // thread), the module must know it.
-    let _ = module.request.set(shared);
+    let _ = module.request.set(Arc::clone(&shared));
     match inprocess::start(&running, native, parts, body) {
-        Ok(()) => RQ_NOTIFICATION_PENDING,
+        Ok(()) => shared.handler_returns(),
         // Answered already.
         Err(_) => RQ_NOTIFICATION_FINISH_REQUEST,
     }

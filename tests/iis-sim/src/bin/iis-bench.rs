@@ -1,8 +1,9 @@
 //! In-process vs out-of-process: the conformance app as an ISAPI extension
-//! inside the IIS simulator, and the same app on host-hyper in a separate
-//! process behind the simulator acting as a reverse proxy (with the pairing
-//! secret). Alternating rounds over loopback; prints requests per second of
-//! each and their ratio (goal: in process ≥ 2 × out of process), and a
+//! and as a native module inside the IIS simulator, and the same app on
+//! host-hyper in a separate process behind the simulator acting as a
+//! reverse proxy (with the pairing secret). Alternating rounds over
+//! loopback; prints requests per second of each and the in-process/out of
+//! process ratios (goal: in process ≥ 2 × out of process), and a
 //! ceiling: the app on host-hyper in this process with nothing in front,
 //! which no in-process host can beat (it shares the simulator's HTTP work
 //! and the load generator's, but has no IIS glue at all).
@@ -142,7 +143,7 @@ async fn main() -> ExitCode {
     }
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "usage: iis-bench [--seconds N] [--rounds N] [--connections N] [--only in|out|direct]"
+            "usage: iis-bench [--seconds N] [--rounds N] [--connections N] [--only in|native|out|direct]"
         );
         return ExitCode::SUCCESS;
     }
@@ -170,36 +171,25 @@ async fn main() -> ExitCode {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(String::as_str);
-    if only.is_some_and(|o| !["in", "out", "direct"].contains(&o)) {
-        eprintln!("iis-bench: --only takes in, out or direct");
+    if only.is_some_and(|o| !["in", "native", "out", "direct"].contains(&o)) {
+        eprintln!("iis-bench: --only takes in, native, out or direct");
         return ExitCode::from(2);
     }
 
-    // In process: the extension DLL in the simulator.
-    let dll = match iis_sim::build_cdylib("conformance-isapi") {
-        Ok(d) => d,
-        Err(e) => {
+    // In process: the extension DLL, and the native module, each in a
+    // simulator.
+    let dir = std::env::temp_dir().join(format!("iis-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (sim, native) = match (
+        in_process(&dir, "conformance-isapi").await,
+        in_process(&dir, "conformance-native").await,
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("iis-bench: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let dir = std::env::temp_dir().join(format!("iis-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp folder");
-    let copy = dir.join("app.so");
-    std::fs::copy(&dll, &copy).expect("copy the DLL");
-    std::fs::write(
-        dir.join("app.toml"),
-        "worker_threads = 2\nlog_filter = \"warn\"\n",
-    )
-    .expect("config");
-    let mut config = Config::new(&copy);
-    config.vdir = "/conformance".into();
-    config.auth = auth();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let sim = iis_sim::start(config, listener).await.expect("simulator");
 
     // Out of process: host-hyper in a child process behind the proxy.
     let exe = std::env::current_exe().expect("own path");
@@ -234,6 +224,7 @@ async fn main() -> ExitCode {
 
     let sides: Vec<Side> = [
         Side::new("in", "in process (ISAPI)", sim.local_addr()),
+        Side::new("native", "in process (native module)", native.local_addr()),
         Side::new("out", "out of process (proxy → host-hyper)", proxy_addr),
         Side::new(
             "direct",
@@ -279,6 +270,9 @@ async fn main() -> ExitCode {
     if let (Some(a), Some(b)) = (of("in"), of("out")) {
         println!("ratio in/out {:.2} (goal ≥ 2.00)", a / b);
     }
+    if let (Some(a), Some(b)) = (of("native"), of("out")) {
+        println!("ratio native/out {:.2} (goal ≥ 2.00)", a / b);
+    }
     if let (Some(c), Some(b)) = (of("direct"), of("out")) {
         println!(
             "ratio ceiling/out {:.2} (the most any in-process host could reach on this machine)",
@@ -289,11 +283,38 @@ async fn main() -> ExitCode {
     proxy.abort();
     drop(child.stdin.take());
     let _ = child.wait();
-    let stats = sim.shutdown().await;
+    let mut violations = sim.shutdown().await.violations;
+    violations.extend(native.shutdown().await.violations);
     let _ = std::fs::remove_dir_all(&dir);
-    if !stats.violations.is_empty() {
-        eprintln!("iis-bench: ISAPI violations: {:#?}", stats.violations);
+    if !violations.is_empty() {
+        eprintln!("iis-bench: IIS contract violations: {violations:#?}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// The conformance app built as `package`, in a simulator of its own.
+async fn in_process(
+    dir: &std::path::Path,
+    package: &str,
+) -> Result<iis_sim::RunningSimulator, String> {
+    let dll = iis_sim::build_cdylib(package)?;
+    let dir = dir.join(package);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let copy = dir.join("app.so");
+    std::fs::copy(&dll, &copy).map_err(|e| format!("copying {}: {e}", dll.display()))?;
+    std::fs::write(
+        dir.join("app.toml"),
+        "worker_threads = 2\nlog_filter = \"warn\"\n",
+    )
+    .map_err(|e| format!("writing the configuration: {e}"))?;
+    let mut config = Config::new(&copy);
+    config.vdir = "/conformance".into();
+    config.auth = auth();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    iis_sim::start(config, listener)
+        .await
+        .map_err(|e| format!("simulator for {package}: {e}"))
 }
