@@ -1,6 +1,7 @@
-//! The IIS simulator as a program: loads an ISAPI extension and serves it on
-//! loopback until Ctrl-C or SIGTERM, then terminates the extension and prints
-//! what happened. Exits with 1 if the extension broke the ISAPI contract.
+//! The IIS simulator as a program: loads an ISAPI extension or a native
+//! module (told apart by its exports) and serves it on loopback until Ctrl-C
+//! or SIGTERM, then terminates it and prints what happened. Exits with 1 if
+//! the DLL broke the IIS contract.
 //!
 //! ```text
 //! iis-sim --dll target/debug/libportal_isapi.so --listen 127.0.0.1:8080 \
@@ -16,15 +17,17 @@ use iis_sim::{Config, Users, WindowsAuth};
 const HELP: &str = "\
 usage: iis-sim --dll FILE [options]
 
-  --dll FILE            the ISAPI extension to load (its configuration is
-                        FILE with .toml, or KALLITHEA_ISAPI_CONFIG)
+  --dll FILE            the ISAPI extension or native module to load (its
+                        configuration is FILE with .toml, or
+                        KALLITHEA_ISAPI_CONFIG)
   --listen ADDR         where to listen (default 127.0.0.1:8080)
   --vdir PATH           the virtual directory (default /)
   --domain NAME         the Windows domain users belong to (default EXAMPLE)
   --user NAME:PASSWORD  a user Basic authentication accepts (repeatable)
   --fixed-user 'D\\u'    report every request as this user (Negotiate)
   --anonymous           also let requests without credentials through
-  --iis-threads N       call HttpExtensionProc on a pool of N threads
+  --iis-threads N       call HttpExtensionProc (or the module's handler) on
+                        a pool of N threads
                         (default: on the thread that read the request)
   --read-ahead BYTES    body bytes read before the extension runs (49152)
 ";
