@@ -209,8 +209,9 @@ fn execute(module: &Module, shared: Arc<Shared>) -> i32 {
     }
 }
 
-/// The body's length: declared by `Content-Length`, unknown when chunked,
-/// otherwise what IIS says remains.
+/// The body's length: declared by `Content-Length`, unknown when chunked
+/// (or when IIS says `0xFFFFFFFF` remains), otherwise what IIS says
+/// remains.
 fn body_length(parts: &http::request::Parts, remaining: u32) -> Option<u64> {
     if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
         return None;
@@ -222,6 +223,8 @@ fn body_length(parts: &http::request::Parts, remaining: u32) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
     {
         Some(n) => Some(n),
+        // IIS's "unknown" (an HTTP/2 body without a declared length).
+        None if remaining == u32::MAX => None,
         None => Some(u64::from(remaining)),
     }
 }

@@ -1193,7 +1193,9 @@ async fn handle_native(
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
-    let chunked = parts.headers.contains_key(http::header::TRANSFER_ENCODING);
+    // A body of unknown length: chunked, or HTTP/2 without Content-Length.
+    let chunked = parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || (declared.is_none() && !hyper::body::Body::is_end_stream(&body));
     let seq = shared.next_seq.fetch_add(1, Ordering::AcqRel);
     let handle = registry::handle(*shared.index.get().expect("registered"), seq);
     let host = parts

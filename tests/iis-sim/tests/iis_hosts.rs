@@ -93,6 +93,7 @@ for_both_hosts!(
     one_iis_thread_is_enough_because_the_host_never_blocks_it,
     termination_cancels_what_outlives_the_drain_time_and_ends_every_session,
     keep_alive_follows_the_request_and_the_response,
+    an_http2_body_without_a_declared_length_arrives_whole,
 );
 
 async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle(package: &str) {
@@ -389,5 +390,35 @@ async fn keep_alive_follows_the_request_and_the_response(package: &str) {
         .await
         .unwrap();
     assert_eq!(conn.read_response(false).await.unwrap().status, 200);
+    finish(sim).await;
+}
+
+async fn an_http2_body_without_a_declared_length_arrives_whole(package: &str) {
+    let dll = install(package, "h2-body", "worker_threads = 2\n");
+    let sim = start(&dll, |_| {}).await;
+    let client = Client::new(sim.local_addr());
+    // HTTP/2 needs neither Content-Length nor chunked encoding: IIS cannot
+    // tell the body's length in advance.
+    let (mut tx, body) = Body::channel(1);
+    let feed = tokio::spawn(async move {
+        for i in 0..3u8 {
+            tx.send(bytes::Bytes::from(vec![b'a' + i; 10_000]))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let req = client.request("POST", "/echo").body(body).unwrap();
+    let resp = client.send_h2(req).await.unwrap();
+    let full = kallithea_conformance::client::read_full(resp)
+        .await
+        .unwrap();
+    feed.await.unwrap();
+    assert_eq!(full.status, StatusCode::OK);
+    assert!(
+        full.text().contains("body_bytes: 30000\n"),
+        "{}",
+        full.text()
+    );
     finish(sim).await;
 }
