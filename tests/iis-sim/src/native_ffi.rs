@@ -640,7 +640,7 @@ unsafe fn request_of(this: *mut Obj, what: &str) -> Option<Arc<SimRequest>> {
     }
     // SAFETY: the caller's promise.
     let (handle, kind) = unsafe { ((*this).handle, (*this).kind) };
-    registry::lookup(handle, &format!("{}::{what}", kind.name()))
+    registry::lookup_with(handle, || format!("{}::{what}", kind.name()))
 }
 
 /// The simulator behind an object.

@@ -30,6 +30,11 @@ pub(crate) fn handle(sim: usize, seq: usize) -> usize {
 /// The request behind `conn`, recording a violation for a stale or unknown
 /// handle (`what` names the call).
 pub(crate) fn lookup(conn: usize, what: &str) -> Option<Arc<SimRequest>> {
+    lookup_with(conn, || what.to_owned())
+}
+
+/// [`lookup`], naming the call only when a violation needs the name.
+pub(crate) fn lookup_with(conn: usize, what: impl FnOnce() -> String) -> Option<Arc<SimRequest>> {
     let (sim, seq) = (conn >> SHIFT, conn & MASK);
     let shared = {
         let sims = SIMULATORS.read().unwrap_or_else(|e| e.into_inner());
@@ -38,11 +43,13 @@ pub(crate) fn lookup(conn: usize, what: &str) -> Option<Arc<SimRequest>> {
             .and_then(Weak::upgrade)
     };
     let Some(shared) = shared else {
+        let what = what();
         tracing::error!(conn, what, "a call with a handle no simulator issued");
         return None;
     };
     let found = shared.request(seq);
     if found.is_none() {
+        let what = what();
         if shared.issued(seq) {
             shared.violation(format!(
                 "{what} was called for request {seq} after its session ended"
