@@ -1,0 +1,11 @@
+//! The `kallithea` command's library: what its subcommands do, testable
+//! without a process.
+//!
+//! - [`pe`]: reads a Windows DLL's machine type and exports, and tells an
+//!   ISAPI extension from an IIS native module.
+//! - [`install_iis`]: the `web.config` and the install and uninstall
+//!   scripts for IIS.
+#![warn(missing_docs)]
+
+pub mod install_iis;
+pub mod pe;
