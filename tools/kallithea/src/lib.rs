@@ -5,7 +5,9 @@
 //!   ISAPI extension from an IIS native module.
 //! - [`install_iis`]: the `web.config` and the install and uninstall
 //!   scripts for IIS.
+//! - [`users`]: import, list, activate and deactivate users in the store.
 #![warn(missing_docs)]
 
 pub mod install_iis;
 pub mod pe;
+pub mod users;

@@ -34,6 +34,59 @@ its PE header tells 32-bit from 64-bit. Copy the DLL, its .toml and the
 generated files to the physical path on the server, then run install.ps1 from
 an elevated PowerShell.")]
     InstallIis(InstallIisArgs),
+    /// Imports, lists, activates and deactivates users in the user store.
+    #[command(after_help = "\
+Examples:
+  kallithea users --store data/kallithea.sqlite3 import staff.csv -c portal.toml
+  kallithea users --store data/kallithea.sqlite3 list
+  kallithea users --store data/kallithea.sqlite3 deactivate 'EXAMPLE\\bob'
+
+CSV files have a header row: username,email,first_name,last_name,active
+(only username is required); JSON files an array of objects with those
+fields. Names are cleaned with the auth_container settings of -c (its
+[auth_container] or [app.auth_container] table), as the app cleans the names
+IIS reports.")]
+    Users(UsersArgs),
+}
+
+#[derive(clap::Args)]
+struct UsersArgs {
+    /// The SQLite user store (the app's data folder's kallithea.sqlite3).
+    #[arg(long, global = true)]
+    store: Option<PathBuf>,
+    /// The app's configuration, for its auth_container settings.
+    #[arg(short = 'c', long = "config", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    action: UsersAction,
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Creates or updates users from a CSV or JSON file.
+    Import {
+        /// The file.
+        file: PathBuf,
+        /// Its format [default: from the extension].
+        #[arg(long, value_enum)]
+        format: Option<kallithea_cli::users::Format>,
+    },
+    /// Lists every user.
+    List {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lets a user sign in.
+    Activate {
+        /// The user (as stored, or as IIS reports it).
+        name: String,
+    },
+    /// Stops a user from signing in.
+    Deactivate {
+        /// The user (as stored, or as IIS reports it).
+        name: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -68,6 +121,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::InstallIis(args) => install_iis(args),
+        Command::Users(args) => users(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,6 +199,45 @@ fn install_iis(args: InstallIisArgs) -> Result<(), String> {
         install.physical_path
     );
     Ok(())
+}
+
+fn users(args: UsersArgs) -> Result<(), String> {
+    use kallithea_cli::users;
+    let store = args
+        .store
+        .ok_or("--store FILE is required: the app's kallithea.sqlite3")?;
+    let settings = users::settings(args.config.as_deref()).map_err(|e| e.to_string())?;
+    let directory = users::open(&store).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let out = rt.block_on(async {
+        match args.action {
+            UsersAction::Import { file, format } => {
+                users::import_file(&file, format, &directory, &settings).await
+            }
+            UsersAction::List { json } => users::list(&directory, json).await.map(|t| (t, true)),
+            UsersAction::Activate { name } => users::set_active(&directory, &settings, &name, true)
+                .await
+                .map(|t| (t, true)),
+            UsersAction::Deactivate { name } => {
+                users::set_active(&directory, &settings, &name, false)
+                    .await
+                    .map(|t| (t, true))
+            }
+        }
+    });
+    match out {
+        Ok((text, true)) => {
+            print!("{text}");
+            Ok(())
+        }
+        Ok((text, false)) => {
+            print!("{text}");
+            Err("some records were not imported (listed above)".into())
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {
