@@ -132,11 +132,21 @@ fn install_log(path: &Path, filter: &str) {
     // Fails when the process (or an earlier load of this DLL) already has a
     // subscriber: events then go there, and failures are still appended to
     // the file below.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let file = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_writer(|| LogWriter)
+        .with_filter(filter);
+    // Listeners (`kallithea trace`) see every event at INFO and above, and
+    // panics with their backtraces.
+    let trace = kallithea_trace::layer().with_filter(tracing::level_filters::LevelFilter::INFO);
+    let _ = tracing_subscriber::registry()
+        .with(file)
+        .with(trace)
         .try_init();
+    kallithea_trace::install_panic_hook();
 }
 
 /// Appends one line to the log file directly, whatever tracing does.

@@ -47,6 +47,31 @@ fields. Names are cleaned with the auth_container settings of -c (its
 [auth_container] or [app.auth_container] table), as the app cleans the names
 IIS reports.")]
     Users(UsersArgs),
+    /// Prints the tracing events and panics (with backtraces) of every
+    /// worker process live, until Ctrl-C.
+    #[command(after_help = "\
+Examples:
+  kallithea trace
+  kallithea trace --grep kallithea::panic
+  KALLITHEA_TRACE_DIR=/run/kallithea-trace kallithea trace
+
+Workers (the ISAPI extension, the native module, host-hyper apps that add
+kallithea_trace::layer()) send to every listener in the trace folder:
+KALLITHEA_TRACE_DIR, or kallithea-trace in the temporary folder. A worker
+with no listener pays next to nothing; a listener that falls behind loses
+events, the worker never waits.")]
+    Trace(TraceArgs),
+}
+
+#[derive(clap::Args)]
+struct TraceArgs {
+    /// The trace folder [default: KALLITHEA_TRACE_DIR, or kallithea-trace in
+    /// the temporary folder].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print only events containing this text.
+    #[arg(long)]
+    grep: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -122,6 +147,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::InstallIis(args) => install_iis(args),
         Command::Users(args) => users(args),
+        Command::Trace(args) => trace(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -237,6 +263,74 @@ fn users(args: UsersArgs) -> Result<(), String> {
             Err("some records were not imported (listed above)".into())
         }
         Err(e) => Err(e.to_string()),
+    }
+}
+
+fn trace(args: TraceArgs) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dir = args.dir.unwrap_or_else(kallithea_trace::dir);
+    let listener = kallithea_trace::Listener::bind(&dir)
+        .map_err(|e| format!("cannot listen in {}: {e}", dir.display()))?;
+    eprintln!(
+        "kallithea trace: listening in {} (Ctrl-C stops)",
+        dir.display()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    {
+        let stop = Arc::clone(&stop);
+        rt.spawn(async move {
+            wait_for_stop().await;
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    while !stop.load(Ordering::Relaxed) {
+        // Let the signal task run, then wait for an event a little while.
+        rt.block_on(tokio::task::yield_now());
+        match listener.recv(Duration::from_millis(200)) {
+            Ok(Some(event)) => {
+                if args.grep.as_deref().is_none_or(|g| event.contains(g)) {
+                    let _ = writeln!(out, "{event}");
+                    let _ = out.flush();
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("receiving: {e}")),
+        }
+    }
+    // Dropping the listener removes its socket.
+    drop(listener);
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -18,11 +18,19 @@ use kallithea_portal::{Portal, PortalConfig};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        use tracing_subscriber::Layer;
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_filter(filter))
+            // `kallithea trace` listeners see events and panics live.
+            .with(kallithea_trace::layer().with_filter(tracing::level_filters::LevelFilter::INFO))
+            .init();
+        kallithea_trace::install_panic_hook();
+    }
     let mut args = std::env::args().skip(1);
     let mut path: Option<PathBuf> = None;
     while let Some(arg) = args.next() {

@@ -1,0 +1,454 @@
+//! The trace channel: the equivalent of `win32traceutil` for apps on the
+//! Kallithea host framework.
+//!
+//! Every worker process (an IIS worker with the ISAPI extension or native
+//! module loaded, a host-hyper server) adds [`layer`] to its tracing
+//! subscriber and calls [`install_panic_hook`]. Listeners (`kallithea
+//! trace`, or [`Listener`]) each bind a datagram socket in the trace folder
+//! ([`dir`]); workers send every event, one datagram per event, to every
+//! socket there.
+//!
+//! - No listener: an event costs one atomic load. A background thread looks
+//!   for listeners every [`SCAN_INTERVAL`].
+//! - Never blocks: sends are non-blocking; when a listener falls behind,
+//!   its events are dropped (and counted), never queued in the worker.
+//! - Panics: the hook sends the message, the location and a backtrace
+//!   (captured whatever `RUST_BACKTRACE` says), then runs the previous hook.
+//!
+//! The folder is `KALLITHEA_TRACE_DIR`, or `kallithea-trace` in the
+//! temporary folder, created private to its owner (mode 0700). For a
+//! listener running under another account than the workers (an
+//! administrator watching an application pool's identity), point both at a
+//! folder they share through a group.
+//!
+//! Unix only for now (datagram sockets). On Windows the layer and the hook
+//! are inert: a named-pipe transport is still to come.
+#![warn(missing_docs)]
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Once, RwLock};
+use std::time::Duration;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::Layer;
+
+/// How often workers look for listeners.
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The largest event sent (longer ones are cut, marked `…[cut]`).
+pub const MAX_EVENT_BYTES: usize = 60 * 1024;
+
+/// The environment variable naming the trace folder.
+pub const DIR_ENV: &str = "KALLITHEA_TRACE_DIR";
+
+/// The trace folder: `KALLITHEA_TRACE_DIR`, or `kallithea-trace` in the
+/// temporary folder.
+pub fn dir() -> PathBuf {
+    match std::env::var_os(DIR_ENV).filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => std::env::temp_dir().join("kallithea-trace"),
+    }
+}
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static LISTENERS: RwLock<Vec<PathBuf>> = RwLock::new(Vec::new());
+static WATCH: Once = Once::new();
+
+/// Events dropped because a listener fell behind or went away.
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Whether a listener is attached (as of the last scan).
+pub fn listening() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+/// Starts the thread that looks for listeners (once per process).
+fn watch() {
+    WATCH.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("kallithea-trace-watch".into())
+            .spawn(|| loop {
+                scan();
+                std::thread::sleep(SCAN_INTERVAL);
+            });
+        if let Err(e) = spawned {
+            eprintln!("kallithea-trace: cannot start the listener watch: {e}");
+        }
+    });
+}
+
+/// Looks for listener sockets now.
+fn scan() {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir()) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "sock") {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    ACTIVE.store(!found.is_empty(), Ordering::Relaxed);
+    *LISTENERS.write().unwrap_or_else(|e| e.into_inner()) = found;
+}
+
+/// The tracing layer that sends every event to the listeners.
+pub fn layer<S: Subscriber>() -> impl Layer<S> + Send + Sync + 'static {
+    watch();
+    TraceLayer
+}
+
+struct TraceLayer;
+
+impl<S: Subscriber> Layer<S> for TraceLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if !ACTIVE.load(Ordering::Relaxed) {
+            return;
+        }
+        let meta = event.metadata();
+        let mut line = header(meta.level().as_str(), meta.target());
+        let mut v = Fields {
+            message: String::new(),
+            rest: String::new(),
+        };
+        event.record(&mut v);
+        line.push_str(&v.message);
+        line.push_str(&v.rest);
+        send(&line);
+    }
+}
+
+/// `time pid process LEVEL target: `
+fn header(level: &str, target: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut s = String::with_capacity(256);
+    let _ = write!(
+        s,
+        "{}.{:03} {} {} {level} {target}: ",
+        now.as_secs(),
+        now.subsec_millis(),
+        std::process::id(),
+        process_name()
+    );
+    s
+}
+
+fn process_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "?".into())
+    })
+}
+
+struct Fields {
+    message: String,
+    rest: String,
+}
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else if value.contains('\n') {
+            let _ = write!(self.rest, "\n  {}:\n{}", field.name(), value);
+        } else {
+            let _ = write!(self.rest, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let text = format!("{value:?}");
+            if text.contains('\n') {
+                let _ = write!(self.rest, "\n  {}:\n{}", field.name(), text);
+            } else {
+                let _ = write!(self.rest, " {}={text}", field.name());
+            }
+        }
+    }
+}
+
+/// Sends one event to every listener, without blocking.
+fn send(line: &str) {
+    imp::send(line);
+}
+
+/// Reports panics (message, location, backtrace) to the listeners and as a
+/// `kallithea::panic` tracing event, then runs the previous hook. Installed
+/// once per process (per DLL: each Rust DLL has its own hook).
+pub fn install_panic_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        watch();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if ACTIVE.load(Ordering::Relaxed) {
+                let message = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic with a non-string payload".into());
+                let location = info
+                    .location()
+                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+                    .unwrap_or_default();
+                let thread = std::thread::current();
+                let backtrace = std::backtrace::Backtrace::force_capture();
+                let mut line = header("ERROR", "kallithea::panic");
+                let _ = write!(
+                    line,
+                    "thread '{}' panicked at {location}: {message}\n  backtrace:\n{backtrace}",
+                    thread.name().unwrap_or("<unnamed>")
+                );
+                send(&line);
+            }
+            previous(info);
+        }));
+    });
+}
+
+#[cfg(unix)]
+mod imp {
+    use std::io::ErrorKind;
+    use std::os::unix::net::UnixDatagram;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::Ordering;
+    use std::sync::OnceLock;
+
+    use super::{DROPPED, LISTENERS, MAX_EVENT_BYTES};
+
+    fn socket() -> Option<&'static UnixDatagram> {
+        static SOCKET: OnceLock<Option<UnixDatagram>> = OnceLock::new();
+        SOCKET
+            .get_or_init(|| {
+                let s = UnixDatagram::unbound().ok()?;
+                s.set_nonblocking(true).ok()?;
+                Some(s)
+            })
+            .as_ref()
+    }
+
+    pub(super) fn send(line: &str) {
+        let Some(socket) = socket() else {
+            return;
+        };
+        let mut bytes = line.as_bytes();
+        let cut;
+        if bytes.len() > MAX_EVENT_BYTES {
+            let mut end = MAX_EVENT_BYTES - 8;
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            cut = format!("{}…[cut]", &line[..end]);
+            bytes = cut.as_bytes();
+        }
+        let listeners = LISTENERS.read().unwrap_or_else(|e| e.into_inner()).clone();
+        for l in &listeners {
+            match socket.send_to(bytes, l) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    // Gone (a stale socket file): until the next scan.
+                    DROPPED.fetch_add(1, Ordering::Relaxed);
+                    forget(l);
+                }
+            }
+        }
+    }
+
+    fn forget(listener: &Path) {
+        let mut l = LISTENERS.write().unwrap_or_else(|e| e.into_inner());
+        l.retain(|p| p != listener);
+        super::ACTIVE.store(!l.is_empty(), Ordering::Relaxed);
+    }
+
+    /// A bound listener socket.
+    pub(super) struct Bound {
+        pub socket: UnixDatagram,
+        pub path: PathBuf,
+    }
+
+    pub(super) fn bind(dir: &Path) -> std::io::Result<Bound> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        // Sockets of listeners that died without cleaning up.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "sock")
+                    && UnixDatagram::unbound().and_then(|s| s.connect(&p)).is_err()
+                {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+        let mut n = 0;
+        loop {
+            let path = dir.join(format!("listener-{}-{n}.sock", std::process::id()));
+            match UnixDatagram::bind(&path) {
+                Ok(socket) => {
+                    // Workers of the same group may send.
+                    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o770));
+                    return Ok(Bound { socket, path });
+                }
+                Err(e) if e.kind() == ErrorKind::AddrInUse && n < 100 => n += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+mod imp {
+    use std::path::{Path, PathBuf};
+
+    pub(super) fn send(_line: &str) {}
+
+    pub(super) struct Bound {
+        pub path: PathBuf,
+    }
+
+    pub(super) fn bind(_dir: &Path) -> std::io::Result<Bound> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the trace channel is not available on this platform yet",
+        ))
+    }
+}
+
+/// A listener: receives every worker's events until dropped (which removes
+/// its socket).
+pub struct Listener {
+    bound: imp::Bound,
+}
+
+impl Listener {
+    /// Binds a listener socket in `dir` (created, private, if missing).
+    pub fn bind(dir: &std::path::Path) -> std::io::Result<Listener> {
+        Ok(Listener {
+            bound: imp::bind(dir)?,
+        })
+    }
+
+    /// The listener's socket file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.bound.path
+    }
+
+    /// The next event, waiting at most `timeout` (`None` on timeout or when
+    /// a signal interrupted the wait).
+    #[cfg(unix)]
+    pub fn recv(&self, timeout: Duration) -> std::io::Result<Option<String>> {
+        let s = &self.bound.socket;
+        s.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        let mut buf = vec![0u8; MAX_EVENT_BYTES + 64];
+        match s.recv(&mut buf) {
+            Ok(n) => Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The next event (never on this platform yet).
+    #[cfg(not(unix))]
+    pub fn recv(&self, timeout: Duration) -> std::io::Result<Option<String>> {
+        std::thread::sleep(timeout);
+        Ok(None)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.bound.path);
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn events_and_panics_reach_a_listener_and_nothing_is_sent_without_one() {
+        let dir = std::env::temp_dir().join(format!("kallithea-trace-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::env::set_var(DIR_ENV, &dir);
+        let subscriber = tracing_subscriber::registry().with(layer());
+        let _guard = tracing::subscriber::set_default(subscriber);
+        install_panic_hook();
+
+        scan();
+        assert!(!listening(), "no listener yet");
+        tracing::info!(target: "t", "unheard");
+        assert_eq!(dropped(), 0, "nothing is even tried without a listener");
+
+        let listener = Listener::bind(&dir).unwrap();
+        scan();
+        assert!(listening());
+        tracing::info!(target: "kallithea::test", answer = 42, "hello {}", "trace");
+        let got = listener.recv(Duration::from_secs(2)).unwrap().unwrap();
+        assert!(
+            got.contains("INFO kallithea::test: hello trace answer=42"),
+            "{got}"
+        );
+        assert!(got.contains(&std::process::id().to_string()), "{got}");
+
+        let r = std::panic::catch_unwind(|| panic!("on purpose"));
+        assert!(r.is_err());
+        let got = listener.recv(Duration::from_secs(2)).unwrap().unwrap();
+        assert!(
+            got.contains("panicked at") && got.contains("on purpose"),
+            "{got}"
+        );
+        assert!(got.contains("backtrace:"), "{got}");
+        assert!(
+            got.contains("events_and_panics_reach_a_listener"),
+            "the backtrace names this test: {got}"
+        );
+
+        // A listener that stops reading loses events; the worker never waits.
+        let start = std::time::Instant::now();
+        for i in 0..20_000 {
+            tracing::info!(target: "flood", i, "{}", "x".repeat(200));
+        }
+        assert!(start.elapsed() < Duration::from_secs(10));
+        assert!(dropped() > 0, "a full listener drops events");
+
+        let path = listener.path().to_path_buf();
+        drop(listener);
+        assert!(!path.exists(), "the socket goes with the listener");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
