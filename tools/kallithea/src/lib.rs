@@ -5,9 +5,11 @@
 //!   ISAPI extension from an IIS native module.
 //! - [`install_iis`]: the `web.config` and the install and uninstall
 //!   scripts for IIS.
+//! - [`doctor`]: configuration mistakes in plain words, with fixes.
 //! - [`users`]: import, list, activate and deactivate users in the store.
 #![warn(missing_docs)]
 
+pub mod doctor;
 pub mod install_iis;
 pub mod pe;
 pub mod users;

@@ -61,6 +61,34 @@ KALLITHEA_TRACE_DIR, or kallithea-trace in the temporary folder. A worker
 with no listener pays next to nothing; a listener that falls behind loses
 events, the worker never waits.")]
     Trace(TraceArgs),
+    /// Checks a deployment's configuration and reports mistakes with their
+    /// fixes; the exit status is 1 when anything is wrong.
+    #[command(after_help = "\
+Examples:
+  kallithea doctor portal.toml
+  kallithea doctor portal.toml --dll portal.dll --pool-32bit false
+
+Checks: container authentication on while anonymous access is allowed; a
+fallback header without a trusted proxy; an empty or short pairing secret; a
+database folder that is not writable; a DLL whose bitness does not match the
+application pool (--dll with --pool-32bit); and whatever the app itself would
+refuse in the file.")]
+    Doctor(DoctorArgs),
+}
+
+#[derive(clap::Args)]
+struct DoctorArgs {
+    /// The configuration file (an IIS DLL's .toml, or a host-hyper app's).
+    config: PathBuf,
+    /// Which kind of configuration [default: guessed from its keys].
+    #[arg(long, value_enum)]
+    kind: Option<kallithea_cli::doctor::ConfigKind>,
+    /// The DLL the configuration belongs to.
+    #[arg(long)]
+    dll: Option<PathBuf>,
+    /// Whether the application pool has 32-bit applications enabled.
+    #[arg(long = "pool-32bit", value_name = "true|false")]
+    pool_32_bit: Option<bool>,
 }
 
 #[derive(clap::Args)]
@@ -148,6 +176,7 @@ fn main() -> ExitCode {
         Command::InstallIis(args) => install_iis(args),
         Command::Users(args) => users(args),
         Command::Trace(args) => trace(args),
+        Command::Doctor(args) => doctor(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -264,6 +293,43 @@ fn users(args: UsersArgs) -> Result<(), String> {
         }
         Err(e) => Err(e.to_string()),
     }
+}
+
+fn doctor(args: DoctorArgs) -> Result<(), String> {
+    use kallithea_cli::doctor;
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|e| format!("{}: {e}", args.config.display()))?;
+    let dll = args.dll.as_ref().map(|p| {
+        let info = std::fs::read(p)
+            .map_err(|e| e.to_string())
+            .and_then(|b| pe::read(&b).map_err(|e| e.to_string()));
+        (p.as_path(), info)
+    });
+    if args.pool_32_bit.is_some() && dll.is_none() {
+        return Err(
+            "--pool-32bit needs --dll: the DLL's bitness is what it is checked against".into(),
+        );
+    }
+    let findings = doctor::check(&doctor::Inputs {
+        path: &args.config,
+        text: &text,
+        kind: args.kind,
+        dll,
+        pool_32_bit: args.pool_32_bit,
+    });
+    if findings.is_empty() {
+        println!("{}: no problems found", args.config.display());
+        return Ok(());
+    }
+    for f in &findings {
+        println!("{f}");
+    }
+    Err(format!(
+        "{} problem{} in {}",
+        findings.len(),
+        if findings.len() == 1 { "" } else { "s" },
+        args.config.display()
+    ))
 }
 
 fn trace(args: TraceArgs) -> Result<(), String> {
