@@ -383,7 +383,7 @@ pub fn check(inputs: &Inputs<'_>) -> Vec<Finding> {
             }
         }
     }
-    cx.found.sort_by(|a, b| b.severity.cmp(&a.severity));
+    cx.found.sort_by_key(|f| std::cmp::Reverse(f.severity));
     cx.found
 }
 
