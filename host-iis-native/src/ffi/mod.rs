@@ -355,6 +355,10 @@ pub struct HTTP_REQUEST {
     pub pEntityChunks: *mut HTTP_DATA_CHUNK,
     pub RawConnectionId: u64,
     pub pSslInfo: *mut c_void,
+    /// The tail padding of the `HTTP_REQUEST_V1` base on x86 (its size is
+    /// rounded up to 8 there; C++ does not reuse a base's tail padding):
+    /// the V2 fields start after it. Empty on x64.
+    pub V1TailPadding: [u8; layout::for_target(0, 4)],
     pub RequestInfoCount: USHORT,
     pub pRequestInfo: *mut c_void,
 }

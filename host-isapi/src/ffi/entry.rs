@@ -3,7 +3,7 @@
 //! Each one catches panics (nothing unwinds into IIS) and turns the raw
 //! pointers IIS passes into safe values before the crate's logic sees them.
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
@@ -96,7 +96,7 @@ fn module_path_impl() -> Option<PathBuf> {
         return None;
     }
     // SAFETY: dladdr returns a NUL-terminated path owned by the loader.
-    let name = unsafe { CStr::from_ptr(info.dli_fname) };
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
     Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
 }
 

@@ -278,6 +278,7 @@ impl RawRequest {
             pEntityChunks: ptr::null_mut(),
             RawConnectionId: f.request_id,
             pSslInfo: ptr::null_mut(),
+            V1TailPadding: Default::default(),
             RequestInfoCount: 0,
             pRequestInfo: ptr::null_mut(),
         });
