@@ -222,7 +222,16 @@ fn set_last_error(code: u32) {
     unsafe {
         *libc::__errno_location() = code as i32
     };
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(windows)]
+    {
+        #[link(name = "kernel32")]
+        extern "system" {
+            fn SetLastError(code: u32);
+        }
+        // SAFETY: sets the calling thread's last-error value, nothing else.
+        unsafe { SetLastError(code) };
+    }
+    #[cfg(not(any(target_os = "linux", windows)))]
     let _ = code;
 }
 

@@ -26,6 +26,8 @@ usage: iis-sim --dll FILE [options]
   --user NAME:PASSWORD  a user Basic authentication accepts (repeatable)
   --fixed-user 'D\\u'    report every request as this user (Negotiate)
   --anonymous           also let requests without credentials through
+  --any-user-password P accept any user name with password P (tests)
+  --stdin-stop          also stop when standard input ends
   --iis-threads N       call HttpExtensionProc (or the module's handler) on
                         a pool of N threads
                         (default: on the thread that read the request)
@@ -49,6 +51,7 @@ async fn main() -> ExitCode {
     let (mut domain, mut users, mut fixed, mut anonymous) =
         ("EXAMPLE".to_owned(), HashMap::new(), None, false);
     let (mut threads, mut read_ahead) = (0usize, 48 * 1024usize);
+    let (mut any_password, mut stdin_stop) = (None, false);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         let r: Result<(), String> = (|| {
@@ -64,6 +67,8 @@ async fn main() -> ExitCode {
                 }
                 "--fixed-user" => fixed = Some(value("--fixed-user")?),
                 "--anonymous" => anonymous = true,
+                "--any-user-password" => any_password = Some(value("--any-user-password")?),
+                "--stdin-stop" => stdin_stop = true,
                 "--iis-threads" => {
                     threads = value("--iis-threads")?
                         .parse()
@@ -98,13 +103,21 @@ async fn main() -> ExitCode {
     config.vdir = vdir;
     config.iis_threads = threads;
     config.read_ahead = read_ahead;
-    config.auth = match fixed {
-        Some(user) => WindowsAuth::Fixed { user },
-        None if users.is_empty() && anonymous => WindowsAuth::Anonymous,
-        None if users.is_empty() => {
+    config.auth = match (fixed, any_password) {
+        (Some(_), Some(_)) => {
+            return fail("--fixed-user and --any-user-password exclude each other")
+        }
+        (Some(user), None) => WindowsAuth::Fixed { user },
+        (None, Some(password)) => WindowsAuth::Basic {
+            domain,
+            users: Users::AnyWithPassword(password),
+            anonymous,
+        },
+        (None, None) if users.is_empty() && anonymous => WindowsAuth::Anonymous,
+        (None, None) if users.is_empty() => {
             return fail("say who may sign in: --user NAME:PASSWORD, --fixed-user, or --anonymous")
         }
-        None => WindowsAuth::Basic {
+        (None, None) => WindowsAuth::Basic {
             domain,
             users: Users::Listed(users),
             anonymous,
@@ -122,7 +135,7 @@ async fn main() -> ExitCode {
         }
     };
     eprintln!("iis-sim: serving on http://{}", sim.local_addr());
-    wait_for_stop().await;
+    wait_for_stop(stdin_stop).await;
     eprintln!("iis-sim: stopping");
     let stats = sim.shutdown().await;
     eprintln!(
@@ -139,11 +152,36 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn wait_for_stop() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+/// Ctrl-C, SIGTERM (Unix), or with `stdin_stop` the end of standard input
+/// (how a parent process stops a simulator running under Wine).
+async fn wait_for_stop(stdin_stop: bool) {
+    let stdin_closed = async {
+        if !stdin_stop {
+            return std::future::pending::<()>().await;
+        }
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut stdin, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut t) => {
+                t.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        () = term => {}
+        () = stdin_closed => {}
     }
 }
