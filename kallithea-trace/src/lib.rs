@@ -21,8 +21,11 @@
 //! administrator watching an application pool's identity), point both at a
 //! folder they share through a group.
 //!
-//! Unix only for now (datagram sockets). On Windows the layer and the hook
-//! are inert: a named-pipe transport is still to come.
+//! Transport: on Unix, datagram sockets (`*.sock`) in the folder, whose
+//! file permissions say who may send; on Windows, loopback UDP: each
+//! listener binds `127.0.0.1:0` and writes its port into a `*.port` file in
+//! the folder (whose permissions say who may register). Both are datagrams:
+//! one event is one message, never split, never blocking the sender.
 #![warn(missing_docs)]
 
 use std::fmt::Write as _;
@@ -90,7 +93,7 @@ fn scan() {
     if let Ok(entries) = std::fs::read_dir(dir()) {
         for e in entries.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "sock") {
+            if p.extension().is_some_and(|x| x == imp::LISTENER_EXTENSION) {
                 found.push(p);
             }
         }
@@ -231,7 +234,9 @@ mod imp {
     use std::sync::atomic::Ordering;
     use std::sync::OnceLock;
 
-    use super::{DROPPED, LISTENERS, MAX_EVENT_BYTES};
+    use super::{DROPPED, LISTENERS};
+
+    pub(super) const LISTENER_EXTENSION: &str = "sock";
 
     fn socket() -> Option<&'static UnixDatagram> {
         static SOCKET: OnceLock<Option<UnixDatagram>> = OnceLock::new();
@@ -248,16 +253,8 @@ mod imp {
         let Some(socket) = socket() else {
             return;
         };
-        let mut bytes = line.as_bytes();
-        let cut;
-        if bytes.len() > MAX_EVENT_BYTES {
-            let mut end = MAX_EVENT_BYTES - 8;
-            while !line.is_char_boundary(end) {
-                end -= 1;
-            }
-            cut = format!("{}…[cut]", &line[..end]);
-            bytes = cut.as_bytes();
-        }
+        let cut = super::cut(line);
+        let bytes = cut.as_bytes();
         let listeners = LISTENERS.read().unwrap_or_else(|e| e.into_inner()).clone();
         for l in &listeners {
             match socket.send_to(bytes, l) {
@@ -321,21 +318,90 @@ mod imp {
     }
 }
 
+/// `line`, cut to [`MAX_EVENT_BYTES`] at a character boundary.
+fn cut(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.len() <= MAX_EVENT_BYTES {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut end = MAX_EVENT_BYTES - 8;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…[cut]", &line[..end]))
+}
+
 #[cfg(not(unix))]
 mod imp {
+    use std::io::ErrorKind;
+    use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
     use std::path::{Path, PathBuf};
+    use std::sync::atomic::Ordering;
+    use std::sync::OnceLock;
 
-    pub(super) fn send(_line: &str) {}
+    use super::{DROPPED, LISTENERS};
 
+    pub(super) const LISTENER_EXTENSION: &str = "port";
+
+    fn socket() -> Option<&'static UdpSocket> {
+        static SOCKET: OnceLock<Option<UdpSocket>> = OnceLock::new();
+        SOCKET
+            .get_or_init(|| {
+                let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).ok()?;
+                s.set_nonblocking(true).ok()?;
+                Some(s)
+            })
+            .as_ref()
+    }
+
+    /// The port a listener's file names (read at each send: files are tiny
+    /// and sends happen only while someone listens).
+    fn port_of(file: &Path) -> Option<u16> {
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
+    pub(super) fn send(line: &str) {
+        let Some(socket) = socket() else {
+            return;
+        };
+        let cut = super::cut(line);
+        let listeners = LISTENERS.read().unwrap_or_else(|e| e.into_inner()).clone();
+        for l in &listeners {
+            let Some(port) = port_of(l) else {
+                continue;
+            };
+            let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            if socket.send_to(cut.as_bytes(), to).is_err() {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A bound listener socket and its port file.
     pub(super) struct Bound {
+        pub socket: UdpSocket,
         pub path: PathBuf,
     }
 
-    pub(super) fn bind(_dir: &Path) -> std::io::Result<Bound> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "the trace channel is not available on this platform yet",
-        ))
+    pub(super) fn bind(dir: &Path) -> std::io::Result<Bound> {
+        std::fs::create_dir_all(dir)?;
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = socket.local_addr()?.port();
+        let mut n = 0;
+        loop {
+            let path = dir.join(format!("listener-{}-{n}.port", std::process::id()));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    std::io::Write::write_all(&mut f, port.to_string().as_bytes())?;
+                    return Ok(Bound { socket, path });
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists && n < 100 => n += 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -381,11 +447,28 @@ impl Listener {
         }
     }
 
-    /// The next event (never on this platform yet).
+    /// The next event, waiting at most `timeout` (`None` on timeout).
     #[cfg(not(unix))]
     pub fn recv(&self, timeout: Duration) -> std::io::Result<Option<String>> {
-        std::thread::sleep(timeout);
-        Ok(None)
+        let s = &self.bound.socket;
+        s.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        let mut buf = vec![0u8; MAX_EVENT_BYTES + 64];
+        match s.recv(&mut buf) {
+            Ok(n) => Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                        // A send to a closed port elsewhere, reported here.
+                        | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
