@@ -220,6 +220,10 @@ impl Extension {
         if filter != "off" {
             install_log(&log, &filter);
         }
+        // Panics reach `kallithea trace` listeners whatever the log filter;
+        // the watch restarts after a termination.
+        kallithea_trace::install_panic_hook();
+        kallithea_trace::start_watching();
         let runtime = match ExtensionRuntime::start(workers) {
             Ok(rt) => rt,
             Err(e) => {
@@ -282,6 +286,9 @@ impl Extension {
                 drop(still);
             }
         }
+        // No thread of this DLL may outlive TerminateExtension: IIS may
+        // unload the code next. (The next start restarts the watch.)
+        kallithea_trace::stop_watching();
     }
 }
 

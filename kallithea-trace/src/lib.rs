@@ -31,7 +31,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Once, RwLock};
+use std::sync::{Arc, Mutex, Once, RwLock};
 use std::time::Duration;
 
 use tracing::field::{Field, Visit};
@@ -60,7 +60,8 @@ pub fn dir() -> PathBuf {
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static LISTENERS: RwLock<Vec<PathBuf>> = RwLock::new(Vec::new());
-static WATCH: Once = Once::new();
+/// The watcher thread and its stop flag, while it runs.
+static WATCHER: Mutex<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>> = Mutex::new(None);
 
 /// Events dropped because a listener fell behind or went away.
 pub fn dropped() -> u64 {
@@ -72,19 +73,46 @@ pub fn listening() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
-/// Starts the thread that looks for listeners (once per process).
+/// Starts the thread that looks for listeners, unless it runs.
 fn watch() {
-    WATCH.call_once(|| {
-        let spawned = std::thread::Builder::new()
-            .name("kallithea-trace-watch".into())
-            .spawn(|| loop {
+    let mut w = WATCHER.lock().unwrap_or_else(|e| e.into_inner());
+    if w.is_some() {
+        return;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let spawned = std::thread::Builder::new()
+        .name("kallithea-trace-watch".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Acquire) {
                 scan();
-                std::thread::sleep(SCAN_INTERVAL);
-            });
-        if let Err(e) = spawned {
-            eprintln!("kallithea-trace: cannot start the listener watch: {e}");
-        }
-    });
+                std::thread::park_timeout(SCAN_INTERVAL);
+            }
+        });
+    match spawned {
+        Ok(handle) => *w = Some((stop, handle)),
+        Err(e) => eprintln!("kallithea-trace: cannot start the listener watch: {e}"),
+    }
+}
+
+/// (Re)starts the listener watch: after [`stop_watching`], when a DLL
+/// starts again.
+pub fn start_watching() {
+    watch();
+}
+
+/// Stops the listener watch and joins its thread: a DLL calls it before it
+/// is unloaded (no thread may outlive the code it runs). Events are not
+/// sent until [`layer`] (or [`install_panic_hook`]) starts the watch again.
+pub fn stop_watching() {
+    let taken = WATCHER.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some((stop, handle)) = taken {
+        stop.store(true, Ordering::Release);
+        handle.thread().unpark();
+        let _ = handle.join();
+    }
+    ACTIVE.store(false, Ordering::Relaxed);
+    LISTENERS.write().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
 /// Looks for listener sockets now.
@@ -528,6 +556,18 @@ mod tests {
         }
         assert!(start.elapsed() < Duration::from_secs(10));
         assert!(dropped() > 0, "a full listener drops events");
+
+        // The watch stops (for a DLL about to be unloaded) and restarts.
+        stop_watching();
+        assert!(!listening());
+        let _again = layer::<tracing_subscriber::Registry>();
+        for _ in 0..100 {
+            if listening() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(listening(), "the watch found the listener again");
 
         let path = listener.path().to_path_buf();
         drop(listener);
