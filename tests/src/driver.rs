@@ -17,6 +17,28 @@ pub struct Setup {
     pub container_auth: Option<std::path::PathBuf>,
 }
 
+impl Setup {
+    /// The configuration file of the conformance app built as an IIS DLL
+    /// (`tests/isapi-app`, `tests/native-app`) for this setup: two workers,
+    /// the limits, and the auth-container store with its path as `path`
+    /// writes it (as is, or as a Windows path for a DLL under Wine).
+    pub fn dll_config(&self, path: impl Fn(&std::path::Path) -> String) -> String {
+        let l = &self.limits;
+        let body = match l.max_body_bytes {
+            kallithea_core::ByteLimit::Unlimited => "\"unlimited\"".to_owned(),
+            kallithea_core::ByteLimit::Bytes(n) => n.to_string(),
+        };
+        let mut config = format!(
+            "worker_threads = 2\n[limits]\nmax_body_bytes = {body}\nmax_header_count = {}\nmax_header_bytes = {}\n",
+            l.max_header_count, l.max_header_bytes
+        );
+        if let Some(store) = &self.container_auth {
+            config.push_str(&format!("[app]\ncontainer_auth = {:?}\n", path(store)));
+        }
+        config
+    }
+}
+
 /// Starts instances of one host serving the conformance app through
 /// [`crate::dispatcher`], and tells the suite how to reach and probe them.
 pub trait Driver: Send + Sync {

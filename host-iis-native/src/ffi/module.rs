@@ -4,9 +4,9 @@
 //! Every function IIS calls here catches panics: nothing unwinds into IIS.
 
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 
+use host_isapi::ffi::entry::guarded;
 use host_isapi::inprocess::IisRequest;
 use host_isapi::inprocess::{self, BodyStart};
 use host_isapi::Extension;
@@ -16,20 +16,6 @@ use kallithea_core::cgi;
 use super::context::{NativeRequest, Shared};
 use super::*;
 use crate::request;
-
-fn guarded<T>(what: &str, fallback: T, f: impl FnOnce() -> T) -> T {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(v) => v,
-        Err(p) => {
-            tracing::error!(
-                target: "kallithea::panic",
-                panic = %kallithea_core::panic_message(p.as_ref()),
-                "{what} panicked; IIS is told it failed"
-            );
-            fallback
-        }
-    }
-}
 
 /// The module's factory (`IHttpModuleFactory`), alive from `RegisterModule`
 /// to its `Terminate`.

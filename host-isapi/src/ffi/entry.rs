@@ -11,7 +11,10 @@ use super::ecb::Connection;
 use super::*;
 use crate::Extension;
 
-fn guarded<T>(what: &str, fallback: T, f: impl FnOnce() -> T) -> T {
+/// Runs an entry point's body, turning a panic into `fallback` and a
+/// `kallithea::panic` event naming `what`: nothing unwinds into IIS. Shared
+/// with the native module's entry points.
+pub fn guarded<T>(what: &str, fallback: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(p) => {

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use kallithea_conformance::{Driver, RunningApp, Setup};
-use kallithea_core::{BoxError, BoxFuture, ByteLimit, Capabilities, Limits};
+use kallithea_core::{BoxError, BoxFuture, Capabilities};
 
 const PASSWORD: &str = "conformance-password";
 
@@ -52,17 +52,6 @@ fn windows_path(p: &Path) -> String {
     format!("Z:{}", p.display()).replace('/', "\\")
 }
 
-fn limits_toml(l: &Limits) -> String {
-    let body = match l.max_body_bytes {
-        ByteLimit::Unlimited => "\"unlimited\"".to_owned(),
-        ByteLimit::Bytes(n) => n.to_string(),
-    };
-    format!(
-        "[limits]\nmax_body_bytes = {body}\nmax_header_count = {}\nmax_header_bytes = {}\n",
-        l.max_header_count, l.max_header_bytes
-    )
-}
-
 impl Driver for RemoteDriver {
     fn name(&self) -> String {
         format!(
@@ -87,13 +76,7 @@ impl Driver for RemoteDriver {
             std::fs::create_dir_all(&dir)?;
             let dll = dir.join("app.dll");
             std::fs::copy(&self.dll, &dll)?;
-            let mut config = format!("worker_threads = 2\n{}", limits_toml(&setup.limits));
-            if let Some(store) = &setup.container_auth {
-                config.push_str(&format!(
-                    "[app]\ncontainer_auth = {:?}\n",
-                    windows_path(store)
-                ));
-            }
+            let config = setup.dll_config(windows_path);
             std::fs::write(dir.join("app.toml"), config)?;
             let mut child = Command::new(&self.wine)
                 .arg(&self.sim_exe)
