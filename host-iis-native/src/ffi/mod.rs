@@ -398,55 +398,9 @@ impl HTTP_DATA_CHUNK {
 
 /// The expected layouts, per architecture, as `http.h` defines them.
 pub mod layout {
-    /// A struct's expected size on x64 and x86.
-    #[derive(Debug)]
-    pub struct Size {
-        pub ty: &'static str,
-        pub x64: usize,
-        pub x86: usize,
-    }
+    pub use host_isapi::ffi::layout::{for_target, Offset, Size};
 
-    /// A field's expected offset on x64 and x86 (`field` may be a path such
-    /// as `FromMemory.pBuffer`).
-    #[derive(Debug)]
-    pub struct Offset {
-        pub ty: &'static str,
-        pub field: &'static str,
-        pub x64: usize,
-        pub x86: usize,
-    }
-
-    /// Picks the value for the target being compiled.
-    pub const fn for_target(x64: usize, x86: usize) -> usize {
-        if cfg!(target_pointer_width = "64") {
-            x64
-        } else {
-            x86
-        }
-    }
-
-    macro_rules! layouts {
-        ($( $ty:ident ($s64:expr, $s86:expr) { $( $first:ident $(. $rest:ident)* : $o64:expr, $o86:expr; )* } )*) => {
-            /// Every struct's expected size.
-            pub const SIZES: &[Size] = &[$( Size { ty: stringify!($ty), x64: $s64, x86: $s86 }, )*];
-            /// Every field's expected offset.
-            pub const OFFSETS: &[Offset] = &[$($( Offset {
-                ty: stringify!($ty),
-                field: concat!(stringify!($first) $(, ".", stringify!($rest))*),
-                x64: $o64,
-                x86: $o86,
-            }, )*)*];
-            // The Rust structs match the table for the target being built.
-            const _: () = {
-                $(
-                    assert!(std::mem::size_of::<super::$ty>() == for_target($s64, $s86));
-                    $( assert!(std::mem::offset_of!(super::$ty, $first $(. $rest)*) == for_target($o64, $o86)); )*
-                )*
-            };
-        };
-    }
-
-    layouts! {
+    host_isapi::layout_table! {
         HTTP_VERSION (4, 4) {
             MajorVersion: 0, 0;
             MinorVersion: 2, 2;

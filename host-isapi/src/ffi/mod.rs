@@ -138,6 +138,43 @@ pub struct HSE_SEND_HEADER_EX_INFO {
     pub fKeepConn: BOOL,
 }
 
+/// Defines `SIZES` and `OFFSETS` (the expected layouts on x64 and x86) from
+/// a table, and asserts at compile time that the Rust structs of the
+/// enclosing module (`super::`) match it on the target being built. Shared
+/// by the ISAPI and native-module bindings:
+/// `layout_table! { TYPE (x64 size, x86 size) { field.path: x64, x86; … } … }`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! layout_table {
+    ($( $ty:ident ($s64:expr, $s86:expr) { $( $first:ident $(. $rest:ident)* : $o64:expr, $o86:expr; )* } )*) => {
+        /// Every struct's expected size.
+        pub const SIZES: &[$crate::ffi::layout::Size] = &[$( $crate::ffi::layout::Size {
+            ty: stringify!($ty),
+            x64: $s64,
+            x86: $s86,
+        }, )*];
+        /// Every field's expected offset.
+        pub const OFFSETS: &[$crate::ffi::layout::Offset] = &[$($( $crate::ffi::layout::Offset {
+            ty: stringify!($ty),
+            field: concat!(stringify!($first) $(, ".", stringify!($rest))*),
+            x64: $o64,
+            x86: $o86,
+        }, )*)*];
+        // The Rust structs match the table for the target being built.
+        const _: () = {
+            $(
+                assert!(
+                    std::mem::size_of::<super::$ty>() == $crate::ffi::layout::for_target($s64, $s86)
+                );
+                $( assert!(
+                    std::mem::offset_of!(super::$ty, $first $(. $rest)*)
+                        == $crate::ffi::layout::for_target($o64, $o86)
+                ); )*
+            )*
+        };
+    };
+}
+
 /// The expected layouts, per architecture, as `httpext.h` defines them.
 pub mod layout {
     /// A struct's expected size on x64 and x86.
@@ -148,7 +185,8 @@ pub mod layout {
         pub x86: usize,
     }
 
-    /// A field's expected offset on x64 and x86.
+    /// A field's expected offset on x64 and x86 (`field` may be a path such
+    /// as `FromMemory.pBuffer`).
     #[derive(Debug)]
     pub struct Offset {
         pub ty: &'static str,
@@ -166,23 +204,7 @@ pub mod layout {
         }
     }
 
-    macro_rules! layouts {
-        ($( $ty:ident ($s64:expr, $s86:expr) { $( $field:ident: $o64:expr, $o86:expr; )* } )*) => {
-            /// Every struct's expected size.
-            pub const SIZES: &[Size] = &[$( Size { ty: stringify!($ty), x64: $s64, x86: $s86 }, )*];
-            /// Every field's expected offset.
-            pub const OFFSETS: &[Offset] = &[$($( Offset { ty: stringify!($ty), field: stringify!($field), x64: $o64, x86: $o86 }, )*)*];
-            // The Rust structs match the table for the target being built.
-            const _: () = {
-                $(
-                    assert!(std::mem::size_of::<super::$ty>() == for_target($s64, $s86));
-                    $( assert!(std::mem::offset_of!(super::$ty, $field) == for_target($o64, $o86)); )*
-                )*
-            };
-        };
-    }
-
-    layouts! {
+    crate::layout_table! {
         HSE_VERSION_INFO (260, 260) {
             dwExtensionVersion: 0, 0;
             lpszExtensionDesc: 4, 4;
