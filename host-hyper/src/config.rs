@@ -7,7 +7,7 @@ use kallithea_core::config::{duration, Issues, Validate};
 use kallithea_core::{Limits, PathBase};
 use serde::Deserialize;
 
-use crate::ProxyTrust;
+use crate::{NegotiateConfig, ProxyTrust};
 
 /// Everything host-hyper reads from a configuration file.
 ///
@@ -24,6 +24,10 @@ use crate::ProxyTrust;
 /// [trust]                      # only behind IIS/Apache/nginx
 /// proxies = ["127.0.0.1/32"]
 /// secret = "a long random string shared with the proxy"
+///
+/// [negotiate]                  # Kerberos SSO, with the `negotiate` feature
+/// keytab = "/etc/kallithea/http.keytab"
+/// replay_cache_dir = "/var/lib/kallithea/rcache"
 /// ```
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +53,12 @@ pub struct HyperConfig {
     /// Front-proxy trust; absent means no request ever carries an identity.
     #[serde(default)]
     pub trust: Option<ProxyTrust>,
+    /// host-hyper authenticates users itself with HTTP Negotiate (Kerberos).
+    /// Every request must then carry a valid token; a front proxy's identity
+    /// header is never believed, though its forwarding headers still are when
+    /// `trust` is set.
+    #[serde(default)]
+    pub negotiate: Option<NegotiateConfig>,
 }
 
 impl Default for HyperConfig {
@@ -61,6 +71,7 @@ impl Default for HyperConfig {
             path_base: PathBase::root(),
             limits: Limits::default(),
             trust: None,
+            negotiate: None,
         }
     }
 }
@@ -85,6 +96,9 @@ impl Validate for HyperConfig {
         issues.nested("limits", &self.limits);
         if let Some(trust) = &self.trust {
             issues.nested("trust", trust);
+        }
+        if let Some(negotiate) = &self.negotiate {
+            issues.nested("negotiate", negotiate);
         }
     }
 }

@@ -16,10 +16,16 @@
 //! Apache or nginx, [`ProxyTrust`] believes the proxy's identity and
 //! `X-Forwarded-*` headers when the connection comes from a listed address *and*
 //! carries the pairing secret; in every other case those headers are removed.
+//!
+//! With the `negotiate` feature (Unix, MIT Kerberos), host-hyper authenticates
+//! browsers itself with HTTP Negotiate / Kerberos single sign-on: see
+//! [`NegotiateConfig`] and [`Server::negotiate`].
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 mod cidr;
 mod config;
+pub mod negotiate;
 mod request;
 mod server;
 mod signal;
@@ -28,6 +34,9 @@ mod watchdog;
 
 pub use cidr::{Cidr, InvalidCidr};
 pub use config::HyperConfig;
+#[cfg(all(feature = "negotiate", unix))]
+pub use negotiate::Negotiator;
+pub use negotiate::{NegotiateConfig, NegotiateSetupError};
 pub use server::{HyperHost, RunningServer, Serve, Server};
 pub use signal::shutdown_signal;
 pub use trust::{ProxyTrust, DEFAULT_IDENTITY_HEADER, DEFAULT_SECRET_HEADER, MIN_SECRET_LEN};

@@ -37,20 +37,106 @@ pub(crate) async fn handle(
         );
     }
 
+    #[cfg_attr(not(all(feature = "negotiate", unix)), allow(unused_mut))]
+    let mut identity = forwarded.identity;
+    #[cfg(all(feature = "negotiate", unix))]
+    let mut mutual = None;
+    #[cfg(all(feature = "negotiate", unix))]
+    if let Some(negotiator) = &shared.negotiate {
+        match negotiate(shared, negotiator, &mut parts, peer).await {
+            Ok((id, token)) => {
+                identity = Some(id);
+                mutual = token;
+            }
+            Err(refusal) => return refusal,
+        }
+    }
+
     parts.extensions.insert(ConnectionInfo {
         remote: forwarded.client.unwrap_or(peer),
         local: shared.local,
         secure: forwarded.secure.unwrap_or(false),
         proxy: forwarded.proxy,
     });
-    if let Some(identity) = forwarded.identity {
+    if let Some(identity) = identity {
         parts.extensions.insert(identity);
     }
     if !shared.path_base.is_root() {
         parts.extensions.insert(shared.path_base.clone());
     }
-    shared
+    #[cfg_attr(not(all(feature = "negotiate", unix)), allow(unused_mut))]
+    let mut response = shared
         .dispatcher
         .dispatch(Request::from_parts(parts, Body::new(body)))
-        .await
+        .await;
+    #[cfg(all(feature = "negotiate", unix))]
+    if let Some(token) = mutual {
+        response
+            .headers_mut()
+            .append(http::header::WWW_AUTHENTICATE, token);
+    }
+    response
+}
+
+/// Authenticates a request with Negotiate: the host identity and the
+/// mutual-authentication token, or the 401 to answer with. The request's
+/// `Authorization` headers are consumed.
+#[cfg(all(feature = "negotiate", unix))]
+async fn negotiate(
+    shared: &Shared,
+    negotiator: &std::sync::Arc<crate::Negotiator>,
+    parts: &mut http::request::Parts,
+    peer: SocketAddr,
+) -> Result<(kallithea_core::Identity, Option<http::HeaderValue>), Response<ResponseBody>> {
+    use crate::negotiate::Negotiation;
+    use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+
+    let outcome = if parts.headers.contains_key(AUTHORIZATION) {
+        let mut credentials = http::HeaderMap::new();
+        for value in parts.headers.get_all(AUTHORIZATION) {
+            credentials.append(AUTHORIZATION, value.clone());
+        }
+        parts.headers.remove(AUTHORIZATION);
+        // Accepting reads the keytab and writes the replay cache: blocking I/O.
+        let negotiator = std::sync::Arc::clone(negotiator);
+        match tokio::task::spawn_blocking(move || negotiator.accept(&credentials)).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "Negotiate acceptance did not finish");
+                return Err(shared.dispatcher.refuse(
+                    parts,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal Server Error: authentication failed unexpectedly",
+                ));
+            }
+        }
+    } else {
+        Negotiation::Challenge
+    };
+    match outcome {
+        Negotiation::Authenticated { principal, mutual } => {
+            tracing::debug!(%peer, %principal, "Negotiate authentication succeeded");
+            Ok((
+                kallithea_core::Identity::from_host(
+                    principal,
+                    kallithea_core::AuthScheme::Negotiate,
+                ),
+                mutual,
+            ))
+        }
+        other => {
+            if let Negotiation::Failed(failure) = &other {
+                tracing::warn!(%peer, kind = %failure.kind, reason = %failure.message, "Negotiate authentication failed");
+            }
+            let mut refusal = shared.dispatcher.refuse(
+                parts,
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized: sign in with Windows authentication (Kerberos)",
+            );
+            refusal
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, crate::negotiate::challenge());
+            Err(refusal)
+        }
+    }
 }

@@ -18,7 +18,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::watchdog::{watch_connection, Activity, Drainable, TrackedBody};
-use crate::{HyperConfig, ProxyTrust};
+use crate::{HyperConfig, NegotiateSetupError, ProxyTrust};
 
 /// How host-hyper serves: protocols, timeouts, mount point and proxy trust.
 ///
@@ -40,6 +40,8 @@ pub struct Server {
     drain_timeout: Duration,
     path_base: PathBase,
     trust: Option<ProxyTrust>,
+    #[cfg(all(feature = "negotiate", unix))]
+    negotiate: Option<Arc<crate::Negotiator>>,
 }
 
 impl Default for Server {
@@ -50,6 +52,8 @@ impl Default for Server {
             drain_timeout: Duration::from_secs(30),
             path_base: PathBase::root(),
             trust: None,
+            #[cfg(all(feature = "negotiate", unix))]
+            negotiate: None,
         }
     }
 }
@@ -63,14 +67,31 @@ impl Server {
     }
 
     /// A server set up from the `[server]`-style configuration.
-    pub fn from_config(config: &HyperConfig) -> Self {
-        Server {
+    ///
+    /// Fails only when `[negotiate]` is configured and its keytab or replay
+    /// cache cannot be used, or this build lacks the `negotiate` feature.
+    pub fn from_config(config: &HyperConfig) -> Result<Self, NegotiateSetupError> {
+        #[cfg_attr(not(all(feature = "negotiate", unix)), allow(unused_mut))]
+        let mut server = Server {
             http2: config.http2,
             header_read_timeout: config.header_read_timeout,
             drain_timeout: config.drain_timeout,
             path_base: config.path_base.clone(),
             trust: config.trust.clone(),
+            ..Server::default()
+        };
+        if let Some(negotiate) = &config.negotiate {
+            #[cfg(all(feature = "negotiate", unix))]
+            {
+                server = server.negotiate(crate::Negotiator::new(negotiate)?);
+            }
+            #[cfg(not(all(feature = "negotiate", unix)))]
+            {
+                let _ = negotiate;
+                return Err(NegotiateSetupError::Unavailable);
+            }
         }
+        Ok(server)
     }
 
     /// Whether to serve HTTP/2 (prior knowledge, `h2c`) beside HTTP/1.1.
@@ -103,6 +124,26 @@ impl Server {
     pub fn trust(mut self, trust: ProxyTrust) -> Self {
         self.trust = Some(trust);
         self
+    }
+
+    /// Authenticates every request with HTTP Negotiate (Kerberos): a request
+    /// without a valid token gets 401 `WWW-Authenticate: Negotiate` and never
+    /// reaches the app; an accepted one carries the principal as a host
+    /// [`Identity`](kallithea_core::Identity) and its response the
+    /// mutual-authentication token. A front proxy's identity header is then
+    /// never believed.
+    #[cfg(all(feature = "negotiate", unix))]
+    pub fn negotiate(mut self, negotiator: crate::Negotiator) -> Self {
+        self.negotiate = Some(Arc::new(negotiator));
+        self
+    }
+
+    fn authenticates(&self) -> bool {
+        #[cfg(all(feature = "negotiate", unix))]
+        if self.negotiate.is_some() {
+            return true;
+        }
+        self.trust.is_some()
     }
 
     /// Serves until Ctrl-C or SIGTERM (or the signal given to
@@ -248,7 +289,7 @@ impl Host for HyperHost {
     fn capabilities(&self) -> Capabilities {
         Capabilities::none()
             .streaming(true)
-            .identity(self.server.trust.is_some())
+            .identity(self.server.authenticates())
             .http2_cleartext(self.server.http2)
     }
 
@@ -264,6 +305,8 @@ impl Host for HyperHost {
 pub(crate) struct Shared {
     pub(crate) dispatcher: Dispatcher,
     pub(crate) trust: Option<ProxyTrust>,
+    #[cfg(all(feature = "negotiate", unix))]
+    pub(crate) negotiate: Option<Arc<crate::Negotiator>>,
     pub(crate) path_base: PathBase,
     pub(crate) local: SocketAddr,
 }
@@ -312,15 +355,18 @@ async fn run(
         }
     };
     let builder = connection_builder(&server, &dispatcher);
+    let authenticates = server.authenticates();
     let shared = Arc::new(Shared {
         dispatcher,
         trust: server.trust,
+        #[cfg(all(feature = "negotiate", unix))]
+        negotiate: server.negotiate,
         path_base: server.path_base,
         local,
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
-    tracing::info!(%local, http2 = server.http2, trust = shared.trust.is_some(), "host-hyper listening");
+    tracing::info!(%local, http2 = server.http2, trust = shared.trust.is_some(), authenticates, "host-hyper listening");
 
     let mut stop = std::pin::pin!(stop);
     let drain = loop {

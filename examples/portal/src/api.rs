@@ -69,6 +69,8 @@ pub(crate) async fn whoami(
         "anonymous": user.as_ref().is_some_and(|u| u.anonymous),
         "email": user.as_ref().and_then(|u| u.email.as_ref()),
         "identity": identity.as_ref().map(|Extension(i)| i.name()),
+        "scheme": identity.as_ref().map(|Extension(i)| i.scheme().as_str()),
+        "source": identity.as_ref().map(|Extension(i)| i.source().to_string()),
     }))
 }
 

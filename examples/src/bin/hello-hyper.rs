@@ -65,6 +65,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let server = match Server::from_config(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hello-hyper: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -77,7 +84,7 @@ async fn main() -> ExitCode {
         .build();
     let addr = listener.local_addr().map_or(cfg.listen, |a| a);
     println!("hello-hyper: serving on http://{addr} (Ctrl-C to stop)");
-    let report = Server::from_config(&cfg).serve(listener, dispatcher).await;
+    let report = server.serve(listener, dispatcher).await;
     println!(
         "hello-hyper: stopped ({} connections open at shutdown, {} ended at the drain deadline)",
         report.in_flight, report.aborted

@@ -25,6 +25,19 @@ pub enum WindowsAuth {
         /// The user as IIS reports it.
         user: String,
     },
+    /// Windows authentication with Negotiate, backed by real Kerberos
+    /// (host-hyper's GSSAPI acceptor): the principal `alice@EXAMPLE.TEST` is
+    /// reported as IIS reports a domain user, `NETBIOS\alice`, with
+    /// `AUTH_TYPE` `Negotiate`, and the response carries the
+    /// mutual-authentication token.
+    #[cfg(unix)]
+    Negotiate {
+        /// The acceptor (keytab, replay cache).
+        negotiator: std::sync::Arc<host_hyper::Negotiator>,
+        /// Kerberos realm (upper case) → NetBIOS domain name. A principal from
+        /// a realm not listed is refused, as a domain IIS does not trust.
+        netbios: HashMap<String, String>,
+    },
     /// Basic authentication against `users`, reported as `DOMAIN\user`.
     Basic {
         /// The NetBIOS domain name put in front of user names.
@@ -44,6 +57,22 @@ pub struct WindowsUser {
     pub name: String,
     /// `AUTH_TYPE`.
     pub auth_type: String,
+}
+
+/// An accepted request: the user (none when anonymous) and a header for the
+/// response (Negotiate's mutual-authentication token).
+#[derive(Debug, Default)]
+pub struct Authenticated {
+    /// The user IIS reports.
+    pub user: Option<WindowsUser>,
+    /// `WWW-Authenticate` for the response.
+    pub mutual: Option<http::HeaderValue>,
+}
+
+impl From<Option<WindowsUser>> for Authenticated {
+    fn from(user: Option<WindowsUser>) -> Self {
+        Authenticated { user, mutual: None }
+    }
 }
 
 /// The request was not authenticated; answer 401 with this challenge.
@@ -101,8 +130,24 @@ pub fn basic_credentials(user: &str, password: &str) -> String {
 impl WindowsAuth {
     /// Authenticates a request: the user (or `None` for an anonymous
     /// request), or the challenge to answer with.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Option<WindowsUser>, Challenge> {
+    ///
+    /// In Negotiate mode this blocks on the Kerberos library's file I/O.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Authenticated, Challenge> {
+        #[cfg(unix)]
+        if let WindowsAuth::Negotiate {
+            negotiator,
+            netbios,
+        } = self
+        {
+            return negotiate(negotiator, netbios, headers);
+        }
+        self.authenticate_simple(headers).map(Authenticated::from)
+    }
+
+    fn authenticate_simple(&self, headers: &HeaderMap) -> Result<Option<WindowsUser>, Challenge> {
         match self {
+            #[cfg(unix)]
+            WindowsAuth::Negotiate { .. } => Err(Challenge("Negotiate".into())),
             WindowsAuth::Anonymous => Ok(None),
             WindowsAuth::Fixed { user } => Ok(Some(WindowsUser {
                 name: user.clone(),
@@ -151,6 +196,44 @@ impl WindowsAuth {
     }
 }
 
+/// `alice@EXAMPLE.TEST` → `EXAMPLE\alice` with the realm → NetBIOS map, as
+/// IIS names a user of a trusted domain; `None` for a realm not in the map.
+pub fn netbios_name(principal: &str, netbios: &HashMap<String, String>) -> Option<String> {
+    let (user, realm) = principal.rsplit_once('@')?;
+    let domain = netbios.get(&realm.to_ascii_uppercase())?;
+    (!user.is_empty()).then(|| format!("{domain}\\{user}"))
+}
+
+#[cfg(unix)]
+fn negotiate(
+    negotiator: &host_hyper::Negotiator,
+    netbios: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Authenticated, Challenge> {
+    use host_hyper::negotiate::Negotiation;
+    let challenge = || Challenge("Negotiate".into());
+    match negotiator.accept(headers) {
+        Negotiation::Challenge => Err(challenge()),
+        Negotiation::Failed(failure) => {
+            tracing::warn!(kind = %failure.kind, reason = %failure.message, "simulated IIS: Negotiate authentication failed");
+            Err(challenge())
+        }
+        Negotiation::Authenticated { principal, mutual } => {
+            let Some(name) = netbios_name(&principal, netbios) else {
+                tracing::warn!(%principal, "simulated IIS: the principal's realm is not mapped to a NetBIOS domain");
+                return Err(challenge());
+            };
+            Ok(Authenticated {
+                user: Some(WindowsUser {
+                    name,
+                    auth_type: "Negotiate".into(),
+                }),
+                mutual,
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +257,23 @@ mod tests {
     }
 
     #[test]
+    fn principals_are_reported_with_the_netbios_domain() {
+        let map: HashMap<String, String> =
+            [("EXAMPLE.TEST".to_owned(), "EXAMPLE".to_owned())].into();
+        assert_eq!(
+            netbios_name("alice@EXAMPLE.TEST", &map).as_deref(),
+            Some("EXAMPLE\\alice")
+        );
+        assert_eq!(
+            netbios_name("alice@example.test", &map).as_deref(),
+            Some("EXAMPLE\\alice")
+        );
+        assert_eq!(netbios_name("alice@OTHER.TEST", &map), None);
+        assert_eq!(netbios_name("alice", &map), None);
+        assert_eq!(netbios_name("@EXAMPLE.TEST", &map), None);
+    }
+
+    #[test]
     fn basic_users_are_reported_with_the_domain() {
         let auth = WindowsAuth::Basic {
             domain: "EXAMPLE".into(),
@@ -186,7 +286,7 @@ mod tests {
             "authorization",
             basic_credentials("alice", "pw").parse().unwrap(),
         );
-        let user = auth.authenticate(&h).unwrap().unwrap();
+        let user = auth.authenticate(&h).unwrap().user.unwrap();
         assert_eq!(user.name, "EXAMPLE\\alice");
         assert_eq!(user.auth_type, "Basic");
         h.insert(

@@ -65,7 +65,7 @@ use host_isapi::ffi::{
     HSE_STATUS_SUCCESS_AND_KEEP_CONN, HSE_TERM_MUST_UNLOAD, HSE_UNKNOWN_LENGTH,
 };
 
-pub use auth::{basic_credentials, Users, WindowsAuth, WindowsUser};
+pub use auth::{basic_credentials, netbios_name, Authenticated, Users, WindowsAuth, WindowsUser};
 
 /// How the simulator is set up.
 #[derive(Clone, Debug)]
@@ -950,8 +950,8 @@ async fn handle(
     if !under_vdir(parts.uri.path(), &shared.config.vdir) {
         return Ok(plain(StatusCode::NOT_FOUND, "HTTP Error 404.0 - Not Found"));
     }
-    let user = match shared.config.auth.authenticate(&parts.headers) {
-        Ok(u) => u,
+    let authenticated = match shared.config.auth.authenticate(&parts.headers) {
+        Ok(a) => a,
         Err(challenge) => {
             let mut r = plain(StatusCode::UNAUTHORIZED, "HTTP Error 401.2 - Unauthorized");
             if let Ok(v) = HeaderValue::from_str(&challenge.0) {
@@ -960,6 +960,22 @@ async fn handle(
             return Ok(r);
         }
     };
+    let mut response = serve(shared, parts, body, remote, local, authenticated.user).await?;
+    if let Some(token) = authenticated.mutual {
+        response.headers_mut().append(WWW_AUTHENTICATE, token);
+    }
+    Ok(response)
+}
+
+/// Serves an authenticated request through the loaded extension or module.
+async fn serve(
+    shared: Arc<Shared>,
+    parts: http::request::Parts,
+    body: Incoming,
+    remote: SocketAddr,
+    local: SocketAddr,
+    user: Option<WindowsUser>,
+) -> Result<Response<SimBody>, Infallible> {
     let instance = shared.instance.read().await.clone();
     let Some(instance) = instance else {
         return Ok(plain(

@@ -75,13 +75,19 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(&cfg.secret) {
         parts.headers.insert(cfg.secret_header.clone(), v);
     }
-    if let Some(user) = user {
+    if let Some(user) = &user.user {
         if let Ok(v) = HeaderValue::from_bytes(user.name.as_bytes()) {
             parts.headers.insert(cfg.user_header.clone(), v);
         }
     }
     match client.request(Request::from_parts(parts, body)).await {
-        Ok(resp) => Ok(resp.map(|b| b.boxed())),
+        Ok(mut resp) => {
+            if let Some(token) = user.mutual {
+                resp.headers_mut()
+                    .append(http::header::WWW_AUTHENTICATE, token);
+            }
+            Ok(resp.map(|b| b.boxed()))
+        }
         Err(_) => Ok(error(
             StatusCode::BAD_GATEWAY,
             "HTTP Error 502 - the app is unreachable\n",

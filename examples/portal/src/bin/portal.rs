@@ -5,7 +5,9 @@
 //! (`KALLITHEA_ADMINS='["alice"]'`, `KALLITHEA_SERVER__LISTEN=127.0.0.1:9000`).
 //!
 //! Without a `[server.trust]` section the portal trusts a front proxy on
-//! loopback only, with a pairing secret it generates into the data directory.
+//! loopback only, with a pairing secret it generates into the data directory;
+//! with `[server.negotiate]` (the `negotiate` feature) it authenticates
+//! browsers itself with Kerberos and trusts no proxy unless configured.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -50,7 +52,7 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(2, &e.to_string()),
     };
-    if cfg.server.trust.is_none() {
+    if cfg.server.trust.is_none() && cfg.server.negotiate.is_none() {
         let file = cfg.data_dir.join("pairing-secret");
         let secret = match pairing_secret(&file) {
             Ok(s) => s,
@@ -82,6 +84,10 @@ async fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(1, &e.to_string()),
     };
+    let server = match Server::from_config(&cfg.server) {
+        Ok(s) => s,
+        Err(e) => return fail(1, &format!("[server.negotiate]: {e}")),
+    };
     let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
         Ok(l) => l,
         Err(e) => return fail(1, &format!("cannot listen on {}: {e}", cfg.server.listen)),
@@ -91,7 +97,7 @@ async fn main() -> ExitCode {
         "portal: serving on http://{addr} (store {})",
         cfg.data_dir.join(kallithea_portal::STORE_FILE).display()
     );
-    let report = Server::from_config(&cfg.server)
+    let report = server
         .serve(listener, portal.dispatcher(cfg.server.limits.clone()))
         .await;
     println!(

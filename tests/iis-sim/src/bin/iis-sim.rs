@@ -27,6 +27,13 @@ usage: iis-sim --dll FILE [options]
   --fixed-user 'D\\u'    report every request as this user (Negotiate)
   --anonymous           also let requests without credentials through
   --any-user-password P accept any user name with password P (tests)
+  --negotiate-keytab F  Windows authentication with real Kerberos (Unix):
+                        accept Negotiate tokens for the keys in keytab F and
+                        report users as NETBIOS\\user (see --netbios)
+  --replay-cache DIR    the Negotiate replay cache folder (required with
+                        --negotiate-keytab)
+  --netbios REALM=NAME  map a Kerberos realm to its NetBIOS domain name
+                        (repeatable; required with --negotiate-keytab)
   --stdin-stop          also stop when standard input ends
   --iis-threads N       call HttpExtensionProc (or the module's handler) on
                         a pool of N threads
@@ -52,6 +59,7 @@ async fn main() -> ExitCode {
         ("EXAMPLE".to_owned(), HashMap::new(), None, false);
     let (mut threads, mut read_ahead) = (0usize, 48 * 1024usize);
     let (mut any_password, mut stdin_stop) = (None, false);
+    let (mut keytab, mut replay_cache, mut netbios) = (None, None, HashMap::new());
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         let r: Result<(), String> = (|| {
@@ -69,6 +77,16 @@ async fn main() -> ExitCode {
                 "--anonymous" => anonymous = true,
                 "--any-user-password" => any_password = Some(value("--any-user-password")?),
                 "--stdin-stop" => stdin_stop = true,
+                "--negotiate-keytab" => keytab = Some(value("--negotiate-keytab")?),
+                "--replay-cache" => replay_cache = Some(value("--replay-cache")?),
+                "--netbios" => {
+                    let v = value("--netbios")?;
+                    let (realm, name) = v
+                        .split_once('=')
+                        .filter(|(r, n)| !r.is_empty() && !n.is_empty())
+                        .ok_or("--netbios takes REALM=NAME, e.g. EXAMPLE.TEST=EXAMPLE")?;
+                    netbios.insert(realm.to_ascii_uppercase(), name.to_owned());
+                }
                 "--iis-threads" => {
                     threads = value("--iis-threads")?
                         .parse()
@@ -103,7 +121,19 @@ async fn main() -> ExitCode {
     config.vdir = vdir;
     config.iis_threads = threads;
     config.read_ahead = read_ahead;
+    let negotiate_with_others = fixed.is_some() || any_password.is_some() || !users.is_empty();
     config.auth = match (fixed, any_password) {
+        _ if keytab.is_some() => {
+            if negotiate_with_others {
+                return fail(
+                    "--negotiate-keytab excludes --user, --fixed-user and --any-user-password",
+                );
+            }
+            match negotiate(keytab, replay_cache, netbios) {
+                Ok(auth) => auth,
+                Err(e) => return fail(&e),
+            }
+        }
         (Some(_), Some(_)) => {
             return fail("--fixed-user and --any-user-password exclude each other")
         }
@@ -150,6 +180,34 @@ async fn main() -> ExitCode {
         }
         ExitCode::FAILURE
     }
+}
+
+#[cfg(unix)]
+fn negotiate(
+    keytab: Option<String>,
+    replay_cache: Option<String>,
+    netbios: HashMap<String, String>,
+) -> Result<WindowsAuth, String> {
+    let keytab = keytab.ok_or("--negotiate-keytab needs a value")?;
+    let replay_cache = replay_cache.ok_or("--negotiate-keytab needs --replay-cache DIR")?;
+    if netbios.is_empty() {
+        return Err("--negotiate-keytab needs --netbios REALM=NAME".into());
+    }
+    let config = host_hyper::NegotiateConfig::new(keytab, replay_cache);
+    let negotiator = host_hyper::Negotiator::new(&config).map_err(|e| e.to_string())?;
+    Ok(WindowsAuth::Negotiate {
+        negotiator: std::sync::Arc::new(negotiator),
+        netbios,
+    })
+}
+
+#[cfg(not(unix))]
+fn negotiate(
+    _: Option<String>,
+    _: Option<String>,
+    _: HashMap<String, String>,
+) -> Result<WindowsAuth, String> {
+    Err("--negotiate-keytab needs a Unix build (GSSAPI)".into())
 }
 
 /// Ctrl-C, SIGTERM (Unix), or with `stdin_stop` the end of standard input

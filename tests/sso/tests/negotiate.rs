@@ -1,0 +1,317 @@
+//! Kerberos single sign-on end to end against a throw-away realm: the portal
+//! on host-hyper with Negotiate, and the portal as an ISAPI extension and as a
+//! native module behind the IIS simulator's Negotiate mode; curl and the
+//! Rust client `sso-client` (which checks mutual authentication).
+#![cfg(unix)]
+
+use std::path::Path;
+use std::process::Command;
+
+use kallithea_sso_tests::{build_bin, build_cdylib, curl, temp_dir, write, Realm, Server};
+
+fn sso_client() -> &'static str {
+    env!("CARGO_BIN_EXE_sso-client")
+}
+
+/// The portal on host-hyper with `[server.negotiate]`.
+fn start_portal(realm: &Realm, dir: &Path) -> Server {
+    let portal = build_bin("kallithea-portal", "portal", &["negotiate"]);
+    let config = dir.join("portal.toml");
+    write(
+        &config,
+        &format!(
+            "data_dir = {data:?}\nadmins = [\"alice@EXAMPLE.TEST\"]\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n\
+             [server.negotiate]\nkeytab = {keytab:?}\nreplay_cache_dir = {rcache:?}\n\n\
+             [auth_container]\nallowed_realms = [\"EXAMPLE.TEST\"]\n",
+            data = dir.join("data"),
+            keytab = realm.keytab(),
+            rcache = dir.join("rcache"),
+        ),
+    );
+    let mut cmd = Command::new(portal);
+    cmd.arg("--config").arg(&config).env("RUST_LOG", "info");
+    realm.server(&mut cmd);
+    Server::start(cmd, dir.join("portal.log"), "portal: serving on")
+}
+
+/// The simulator in Negotiate mode with `package`'s DLL.
+fn start_simulator(realm: &Realm, dir: &Path, package: &str) -> Server {
+    let sim = build_bin("iis-sim", "iis-sim", &[]);
+    let dll = build_cdylib(package);
+    let stem = package.replace('-', "_");
+    let copy = dir.join(format!("{stem}.so"));
+    std::fs::copy(&dll, &copy).expect("copy the DLL");
+    write(
+        &dir.join(format!("{stem}.toml")),
+        "[app]\ndata_dir = \"data\"\nadmins = ['EXAMPLE\\alice']\n\n\
+         [app.auth_container]\nallowed_domains = [\"EXAMPLE\"]\n",
+    );
+    let mut cmd = Command::new(sim);
+    cmd.arg("--dll")
+        .arg(&copy)
+        .args(["--listen", "127.0.0.1:0", "--stdin-stop"])
+        .arg("--negotiate-keytab")
+        .arg(realm.keytab())
+        .arg("--replay-cache")
+        .arg(dir.join("rcache"))
+        .args(["--netbios", "EXAMPLE.TEST=EXAMPLE"])
+        .env("RUST_LOG", "info");
+    realm.server(&mut cmd);
+    Server::start(cmd, dir.join("iis-sim.log"), "iis-sim: serving on")
+}
+
+/// Runs `sso-client` as alice; one JSON value per request it sent.
+fn sso_client_run(realm: &Realm, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut cmd = Command::new(sso_client());
+    realm.alice(&mut cmd);
+    let out = cmd.args(args).output().expect("run sso-client");
+    assert!(
+        out.status.success(),
+        "sso-client {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("sso-client prints JSON"))
+        .collect()
+}
+
+fn whoami(reply_body: &serde_json::Value) -> serde_json::Value {
+    serde_json::from_str(reply_body["body"].as_str().expect("a body")).expect("JSON body")
+}
+
+#[test]
+fn curl_reaches_the_portal_on_hyper_as_alice() {
+    let realm = Realm::start("hyper-curl");
+    let dir = temp_dir("hyper-curl");
+    let portal = start_portal(&realm, &dir);
+    let url = format!("{}/api/whoami", portal.base);
+
+    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", portal.log());
+    let who = reply.json();
+    assert_eq!(who["user"], "alice", "{who}");
+    assert_eq!(who["identity"], "alice@EXAMPLE.TEST", "{who}");
+    assert_eq!(who["scheme"], "Negotiate", "{who}");
+    assert_eq!(who["source"], "host", "{who}");
+    assert!(
+        reply
+            .header("www-authenticate")
+            .iter()
+            .any(|v| v.starts_with("Negotiate ")),
+        "no mutual-authentication token: {reply:?}"
+    );
+
+    // Created on that first visit, in the real SQLite store.
+    let users = curl(
+        |c| realm.alice(c),
+        &[
+            "--negotiate",
+            "-u",
+            ":",
+            &format!("{}/api/users", portal.base),
+        ],
+    );
+    assert_eq!(users.status, 200, "{users:?}");
+    assert!(users.body.contains("\"alice\""), "{}", users.body);
+    assert!(dir.join("data/kallithea.sqlite3").is_file());
+
+    // No ticket: the challenge, and the app is not reached.
+    let reply = curl(|c| realm.nobody(c), &["--negotiate", "-u", ":", &url]);
+    assert_eq!(reply.status, 401, "{reply:?}");
+    assert_eq!(reply.header("www-authenticate"), ["Negotiate"], "{reply:?}");
+    let reply = curl(|c| realm.nobody(c), &[url.as_str()]);
+    assert_eq!(reply.status, 401, "{reply:?}");
+    assert_eq!(reply.header("www-authenticate"), ["Negotiate"], "{reply:?}");
+
+    // A spoofed identity header is ignored: with a ticket the user stays
+    // alice, without one the request is refused.
+    let spoof = "x-kallithea-user: EXAMPLE\\mallory";
+    let reply = curl(
+        |c| realm.alice(c),
+        &[
+            "--negotiate",
+            "-u",
+            ":",
+            "-H",
+            spoof,
+            "-H",
+            "remote-user: mallory",
+            &url,
+        ],
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json()["user"], "alice");
+    let reply = curl(|c| realm.nobody(c), &["-H", spoof, &url]);
+    assert_eq!(reply.status, 401, "{reply:?}");
+
+    // A token that is not one: 401 and a log line, no crash.
+    let reply = curl(
+        |c| realm.nobody(c),
+        &["-H", "Authorization: Negotiate AAAAAAAA", &url],
+    );
+    assert_eq!(reply.status, 401, "{reply:?}");
+    let reply = curl(
+        |c| realm.nobody(c),
+        &["-H", "Authorization: Negotiate %%%", &url],
+    );
+    assert_eq!(reply.status, 401, "{reply:?}");
+    let log = portal.log();
+    assert!(log.contains("kind=malformed"), "{log}");
+    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    assert_eq!(reply.status, 200, "the server survived: {reply:?}");
+}
+
+#[test]
+fn the_rust_client_verifies_mutual_authentication_and_replays_are_refused() {
+    let realm = Realm::start("hyper-mutual");
+    let dir = temp_dir("hyper-mutual");
+    let portal = start_portal(&realm, &dir);
+    let url = format!("{}/api/whoami", portal.base);
+
+    let replies = sso_client_run(&realm, &[&url]);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0]["status"], 200, "{replies:?}");
+    assert_eq!(replies[0]["mutual"], "verified", "{replies:?}");
+    assert_eq!(whoami(&replies[0])["user"], "alice");
+
+    // The check is real: a tampered server token is rejected.
+    let replies = sso_client_run(&realm, &["--corrupt-mutual", &url]);
+    assert_eq!(replies[0]["status"], 200, "{replies:?}");
+    let verdict = replies[0]["mutual"].as_str().unwrap_or_default();
+    assert!(verdict.starts_with("rejected"), "{replies:?}");
+
+    // The same token twice: the second is a replay.
+    let replies = sso_client_run(&realm, &["--replay", &url]);
+    assert_eq!(replies.len(), 2);
+    assert_eq!(replies[0]["status"], 200, "{replies:?}");
+    assert_eq!(replies[1]["status"], 401, "{replies:?}");
+    let log = portal.log();
+    assert!(log.contains("kind=replay"), "{log}");
+    assert!(log.contains("Request is a replay"), "{log}");
+    // The replay cache lives where it was configured.
+    assert!(dir.join("rcache/kallithea-http.rcache2").is_file());
+}
+
+#[test]
+fn a_keytab_rekeyed_under_the_server_is_refused_with_a_clear_log_line() {
+    let realm = Realm::start("hyper-rekey");
+    let dir = temp_dir("hyper-rekey");
+    let portal = start_portal(&realm, &dir);
+    let url = format!("{}/api/whoami", portal.base);
+    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    assert_eq!(reply.status, 200, "{reply:?}");
+
+    realm.rekey();
+    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    assert_eq!(reply.status, 401, "{reply:?}");
+    assert_eq!(reply.header("www-authenticate"), ["Negotiate"]);
+    let log = portal.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("Negotiate authentication failed"))
+        .unwrap_or_else(|| panic!("no failure line:\n{log}"));
+    assert!(line.contains("kind=key-version"), "{line}");
+    assert!(line.contains("keytab is likely out of date"), "{line}");
+}
+
+#[test]
+fn a_server_without_a_usable_keytab_refuses_to_start() {
+    let realm = Realm::start("hyper-nokeytab");
+    let dir = temp_dir("hyper-nokeytab");
+    let portal = build_bin("kallithea-portal", "portal", &["negotiate"]);
+    for (keytab, expected) in [
+        (dir.join("missing.keytab"), "cannot read the keytab"),
+        (dir.join("empty.keytab"), "no acceptor credentials"),
+    ] {
+        if keytab.ends_with("empty.keytab") {
+            write(&keytab, "");
+        }
+        let config = dir.join("portal.toml");
+        write(
+            &config,
+            &format!(
+                "data_dir = {data:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[server.negotiate]\n\
+                 keytab = {keytab:?}\nreplay_cache_dir = {rcache:?}\n",
+                data = dir.join("data"),
+                rcache = dir.join("rcache"),
+            ),
+        );
+        let mut cmd = Command::new(&portal);
+        cmd.arg("--config").arg(&config);
+        realm.server(&mut cmd);
+        let out = cmd.output().expect("run the portal");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(stderr.contains(&keytab.display().to_string()), "{stderr}");
+    }
+}
+
+fn through_the_simulator(package: &str) {
+    let realm = Realm::start(package);
+    let dir = temp_dir(package);
+    let mut sim = start_simulator(&realm, &dir, package);
+    let url = format!("{}/api/whoami", sim.base);
+
+    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    assert_eq!(reply.status, 200, "{reply:?}\n{}", sim.log());
+    let who = reply.json();
+    assert_eq!(who["user"], "alice", "{who}");
+    assert_eq!(who["identity"], "EXAMPLE\\alice", "{who}");
+    // AUTH_TYPE (ISAPI) / IHttpUser::GetAuthenticationType (native module).
+    assert_eq!(who["scheme"], "Negotiate", "{who}");
+    let users = curl(
+        |c| realm.alice(c),
+        &["--negotiate", "-u", ":", &format!("{}/api/users", sim.base)],
+    );
+    assert_eq!(users.status, 200, "{users:?}");
+    assert!(users.body.contains("\"alice\""), "{}", users.body);
+    assert!(dir.join("data/kallithea.sqlite3").is_file());
+
+    // Mutual authentication through IIS's Windows authentication.
+    let replies = sso_client_run(&realm, &[&url]);
+    assert_eq!(replies[0]["status"], 200, "{replies:?}");
+    assert_eq!(replies[0]["mutual"], "verified", "{replies:?}");
+
+    // No ticket, a replay, a spoofed header.
+    let reply = curl(|c| realm.nobody(c), &["--negotiate", "-u", ":", &url]);
+    assert_eq!(reply.status, 401, "{reply:?}");
+    assert_eq!(reply.header("www-authenticate"), ["Negotiate"]);
+    let replies = sso_client_run(&realm, &["--replay", &url]);
+    assert_eq!(
+        (replies[0]["status"].as_u64(), replies[1]["status"].as_u64()),
+        (Some(200), Some(401)),
+        "{replies:?}"
+    );
+    let reply = curl(
+        |c| realm.alice(c),
+        &[
+            "--negotiate",
+            "-u",
+            ":",
+            "-H",
+            "x-kallithea-user: EXAMPLE\\mallory",
+            &url,
+        ],
+    );
+    assert_eq!(reply.json()["user"], "alice", "{reply:?}");
+
+    assert!(
+        sim.stop(),
+        "the simulator reported violations:\n{}",
+        sim.log()
+    );
+    let log = sim.log();
+    assert!(log.contains("kind=replay"), "{log}");
+}
+
+#[test]
+fn curl_reaches_the_portal_isapi_through_the_simulators_negotiate() {
+    through_the_simulator("portal-isapi");
+}
+
+#[test]
+fn curl_reaches_the_portal_native_module_through_the_simulators_negotiate() {
+    through_the_simulator("portal-iis");
+}
