@@ -386,3 +386,65 @@ mod acceptor {
         NegotiateFailure { kind, message }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_names_both_paths() {
+        let cfg: NegotiateConfig =
+            toml::from_str("keytab = \"/k/http.keytab\"\nreplay_cache_dir = \"/r\"\n").unwrap();
+        assert_eq!(cfg.keytab, PathBuf::from("/k/http.keytab"));
+        assert_eq!(cfg.replay_cache_dir, PathBuf::from("/r"));
+        assert!(toml::from_str::<NegotiateConfig>("keytab = \"/k\"\n").is_err());
+        assert!(toml::from_str::<NegotiateConfig>(
+            "keytab = \"/k\"\nreplay_cache_dir = \"/r\"\nprincipal = \"x\"\n"
+        )
+        .is_err());
+
+        let mut issues = Issues::default();
+        NegotiateConfig::new("", "").validate(&mut issues);
+        let text = format!("{:?}", issues.list());
+        assert!(text.contains("keytab"), "{text}");
+        assert!(text.contains("replay_cache_dir"), "{text}");
+        let mut issues = Issues::default();
+        NegotiateConfig::new("/k", "/r").validate(&mut issues);
+        assert_eq!(
+            issues.is_empty(),
+            cfg!(all(feature = "negotiate", unix)),
+            "{issues:?}"
+        );
+    }
+
+    #[cfg(feature = "negotiate")]
+    #[test]
+    fn tokens_are_read_from_negotiate_authorization_headers_only() {
+        let headers = |values: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(http::header::AUTHORIZATION, v.parse().unwrap());
+            }
+            h
+        };
+        assert!(negotiate_token(&headers(&[])).is_none());
+        assert!(negotiate_token(&headers(&["Basic YTpi"])).is_none());
+        assert!(negotiate_token(&headers(&["Negotiate"])).is_none());
+        assert_eq!(
+            negotiate_token(&headers(&["Negotiate YWJj"]))
+                .unwrap()
+                .unwrap(),
+            b"abc"
+        );
+        assert_eq!(
+            negotiate_token(&headers(&["Basic YTpi", "negotiate  YWJj "]))
+                .unwrap()
+                .unwrap(),
+            b"abc"
+        );
+        for bad in ["Negotiate %%%", "Negotiate YW=Jj", "Negotiate  "] {
+            let failure = negotiate_token(&headers(&[bad])).unwrap().unwrap_err();
+            assert_eq!(failure.kind, FailureKind::Malformed, "{bad}");
+        }
+    }
+}

@@ -17,12 +17,46 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A fresh, empty folder for one test.
-pub fn temp_dir(name: &str) -> PathBuf {
+/// A fresh, empty folder for one test, removed when the test passes (kept
+/// with its logs when it fails).
+pub fn temp_dir(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("kallithea-sso-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the test folder");
-    dir
+    Scratch(dir)
+}
+
+/// See [`temp_dir`].
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test files kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// The Kerberos variables every child gets: the realm's `krb5.conf`, never
@@ -48,7 +82,9 @@ pub struct Realm {
 impl Realm {
     /// Creates the realm in a fresh folder named after the test.
     pub fn start(name: &str) -> Realm {
-        let dir = temp_dir(&format!("{name}-kdc"));
+        let dir =
+            std::env::temp_dir().join(format!("kallithea-sso-{name}-kdc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         let out = Command::new(repo_root().join("scripts/test-kdc"))
             .arg("start")
             .arg(&dir)
