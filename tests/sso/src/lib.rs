@@ -141,6 +141,22 @@ impl Realm {
         );
     }
 
+    /// Runs `kadmin.local -q query` on the realm's database.
+    pub fn kadmin(&self, query: &str) {
+        let mut cmd = Command::new("/usr/sbin/kadmin.local");
+        self.server(&mut cmd);
+        let out = cmd
+            .env("KRB5_KDC_PROFILE", self.dir.join("kdc.conf"))
+            .args(["-q", query])
+            .output()
+            .expect("run kadmin.local");
+        assert!(
+            out.status.success(),
+            "kadmin.local -q {query:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Gives `HTTP/localhost` new keys in the KDC without updating the
     /// keytab, and fetches alice a new ticket.
     pub fn rekey(&self) {

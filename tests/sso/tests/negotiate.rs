@@ -15,6 +15,11 @@ fn sso_client() -> &'static str {
 
 /// The portal on host-hyper with `[server.negotiate]`.
 fn start_portal(realm: &Realm, dir: &Path) -> Server {
+    start_portal_with(realm, dir, &realm.keytab(), &[])
+}
+
+/// The same with another keytab, run through `wrapper` (e.g. `faketime`).
+fn start_portal_with(realm: &Realm, dir: &Path, keytab: &Path, wrapper: &[&str]) -> Server {
     let portal = build_bin("kallithea-portal", "portal", &["negotiate"]);
     let config = dir.join("portal.toml");
     write(
@@ -24,11 +29,17 @@ fn start_portal(realm: &Realm, dir: &Path) -> Server {
              [server.negotiate]\nkeytab = {keytab:?}\nreplay_cache_dir = {rcache:?}\n\n\
              [auth_container]\nallowed_realms = [\"EXAMPLE.TEST\"]\n",
             data = dir.join("data"),
-            keytab = realm.keytab(),
             rcache = dir.join("rcache"),
         ),
     );
-    let mut cmd = Command::new(portal);
+    let mut cmd = match wrapper.split_first() {
+        None => Command::new(portal),
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(portal);
+            c
+        }
+    };
     cmd.arg("--config").arg(&config).env("RUST_LOG", "info");
     realm.server(&mut cmd);
     Server::start(cmd, dir.join("portal.log"), "portal: serving on")
@@ -206,13 +217,51 @@ fn a_keytab_rekeyed_under_the_server_is_refused_with_a_clear_log_line() {
     let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
     assert_eq!(reply.status, 401, "{reply:?}");
     assert_eq!(reply.header("www-authenticate"), ["Negotiate"]);
-    let log = portal.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("Negotiate authentication failed"))
-        .unwrap_or_else(|| panic!("no failure line:\n{log}"));
+    let line = failure_line(&portal);
     assert!(line.contains("kind=key-version"), "{line}");
     assert!(line.contains("keytab is likely out of date"), "{line}");
+}
+
+/// The one failure line the server logged.
+fn failure_line(server: &Server) -> String {
+    let log = server.log();
+    log.lines()
+        .find(|l| l.contains("Negotiate authentication failed"))
+        .unwrap_or_else(|| panic!("no failure line:\n{log}"))
+        .to_owned()
+}
+
+#[test]
+fn a_keytab_without_the_service_and_a_skewed_clock_are_refused_with_their_reasons() {
+    let realm = Realm::start("hyper-nokey");
+    let dir = temp_dir("hyper-nokey");
+    // A keytab holding some other service's keys only.
+    let other = dir.join("other.keytab");
+    realm.kadmin("addprinc -randkey HTTP/elsewhere");
+    realm.kadmin(&format!("ktadd -k {} HTTP/elsewhere", other.display()));
+    let portal = start_portal_with(&realm, &dir, &other, &[]);
+    let url = format!("{}/api/whoami", portal.base);
+    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    assert_eq!(reply.status, 401, "{reply:?}");
+    let line = failure_line(&portal);
+    assert!(line.contains("kind=no-key"), "{line}");
+    assert!(line.contains("HTTP/localhost@EXAMPLE.TEST"), "{line}");
+    drop(portal);
+
+    // The server's clock ten minutes ahead (Kerberos allows five).
+    let skewed = temp_dir("hyper-skew");
+    let portal = start_portal_with(
+        &realm,
+        &skewed,
+        &realm.keytab(),
+        &["faketime", "-f", "+10m"],
+    );
+    let url = format!("{}/api/whoami", portal.base);
+    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    assert_eq!(reply.status, 401, "{reply:?}");
+    let line = failure_line(&portal);
+    assert!(line.contains("kind=clock-skew"), "{line}");
+    assert!(line.contains("Clock skew too great"), "{line}");
 }
 
 #[test]
