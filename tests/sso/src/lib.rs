@@ -426,6 +426,13 @@ pub fn curl(env: impl FnOnce(&mut Command), args: &[&str]) -> Reply {
     }
 }
 
+/// curl as alice with Kerberos (`--negotiate -u :`) and `args`.
+pub fn as_alice(realm: &Realm, args: &[&str]) -> Reply {
+    let mut all = vec!["--negotiate", "-u", ":"];
+    all.extend_from_slice(args);
+    curl(|c| realm.alice(c), &all)
+}
+
 /// Writes `text` to `path`.
 pub fn write(path: &Path, text: &str) {
     let mut f = std::fs::File::create(path).expect("create file");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use kallithea_sso_tests::{build_bin, curl, temp_dir, write, Realm, Server};
+use kallithea_sso_tests::{as_alice, build_bin, curl, temp_dir, write, Realm, Server};
 
 const SECRET: &str = "apache-and-portal-share-this-secret";
 const MODULES: &str = "/usr/lib/apache2/modules";
@@ -151,7 +151,7 @@ fn apache_with_mod_auth_gssapi_fronts_the_portal_in_trust_mode() {
     let (apache, port) = start_apache(&realm, &dir, backend);
     let url = format!("http://localhost:{port}/api/whoami");
 
-    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    let reply = as_alice(&realm, &[&url]);
     assert_eq!(
         reply.status,
         200,
@@ -166,12 +166,9 @@ fn apache_with_mod_auth_gssapi_fronts_the_portal_in_trust_mode() {
     assert_eq!(who["source"], "trusted proxy 127.0.0.1", "{who}");
 
     // A client-sent identity (and secret) is overwritten by Apache.
-    let reply = curl(
-        |c| realm.alice(c),
+    let reply = as_alice(
+        &realm,
         &[
-            "--negotiate",
-            "-u",
-            ":",
             "-H",
             "x-kallithea-user: EXAMPLE\\mallory",
             "-H",

@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use kallithea_sso_tests::{build_bin, build_cdylib, curl, temp_dir, write, Realm, Server};
+use kallithea_sso_tests::{
+    as_alice, build_bin, build_cdylib, curl, temp_dir, write, Realm, Server,
+};
 
 fn sso_client() -> &'static str {
     env!("CARGO_BIN_EXE_sso-client")
@@ -98,7 +100,7 @@ fn curl_reaches_the_portal_on_hyper_as_alice() {
     let portal = start_portal(&realm, &dir);
     let url = format!("{}/api/whoami", portal.base);
 
-    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    let reply = as_alice(&realm, &[&url]);
     assert_eq!(reply.status, 200, "{reply:?}\n{}", portal.log());
     let who = reply.json();
     assert_eq!(who["user"], "alice", "{who}");
@@ -114,15 +116,7 @@ fn curl_reaches_the_portal_on_hyper_as_alice() {
     );
 
     // Created on that first visit, in the real SQLite store.
-    let users = curl(
-        |c| realm.alice(c),
-        &[
-            "--negotiate",
-            "-u",
-            ":",
-            &format!("{}/api/users", portal.base),
-        ],
-    );
+    let users = as_alice(&realm, &[&format!("{}/api/users", portal.base)]);
     assert_eq!(users.status, 200, "{users:?}");
     assert!(users.body.contains("\"alice\""), "{}", users.body);
     assert!(dir.join("data/kallithea.sqlite3").is_file());
@@ -138,19 +132,7 @@ fn curl_reaches_the_portal_on_hyper_as_alice() {
     // A spoofed identity header is ignored: with a ticket the user stays
     // alice, without one the request is refused.
     let spoof = "x-kallithea-user: EXAMPLE\\mallory";
-    let reply = curl(
-        |c| realm.alice(c),
-        &[
-            "--negotiate",
-            "-u",
-            ":",
-            "-H",
-            spoof,
-            "-H",
-            "remote-user: mallory",
-            &url,
-        ],
-    );
+    let reply = as_alice(&realm, &["-H", spoof, "-H", "remote-user: mallory", &url]);
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.json()["user"], "alice");
     let reply = curl(|c| realm.nobody(c), &["-H", spoof, &url]);
@@ -169,7 +151,7 @@ fn curl_reaches_the_portal_on_hyper_as_alice() {
     assert_eq!(reply.status, 401, "{reply:?}");
     let log = portal.log();
     assert!(log.contains("kind=malformed"), "{log}");
-    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    let reply = as_alice(&realm, &[&url]);
     assert_eq!(reply.status, 200, "the server survived: {reply:?}");
 }
 
@@ -210,11 +192,11 @@ fn a_keytab_rekeyed_under_the_server_is_refused_with_a_clear_log_line() {
     let dir = temp_dir("hyper-rekey");
     let portal = start_portal(&realm, &dir);
     let url = format!("{}/api/whoami", portal.base);
-    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    let reply = as_alice(&realm, &[&url]);
     assert_eq!(reply.status, 200, "{reply:?}");
 
     realm.rekey();
-    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    let reply = as_alice(&realm, &[&url]);
     assert_eq!(reply.status, 401, "{reply:?}");
     assert_eq!(reply.header("www-authenticate"), ["Negotiate"]);
     let line = failure_line(&portal);
@@ -241,7 +223,7 @@ fn a_keytab_without_the_service_and_a_skewed_clock_are_refused_with_their_reason
     realm.kadmin(&format!("ktadd -k {} HTTP/elsewhere", other.display()));
     let portal = start_portal_with(&realm, &dir, &other, &[]);
     let url = format!("{}/api/whoami", portal.base);
-    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    let reply = as_alice(&realm, &[&url]);
     assert_eq!(reply.status, 401, "{reply:?}");
     let line = failure_line(&portal);
     assert!(line.contains("kind=no-key"), "{line}");
@@ -257,7 +239,7 @@ fn a_keytab_without_the_service_and_a_skewed_clock_are_refused_with_their_reason
         &["faketime", "-f", "+10m"],
     );
     let url = format!("{}/api/whoami", portal.base);
-    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    let reply = as_alice(&realm, &[&url]);
     assert_eq!(reply.status, 401, "{reply:?}");
     let line = failure_line(&portal);
     assert!(line.contains("kind=clock-skew"), "{line}");
@@ -303,17 +285,14 @@ fn through_the_simulator(package: &str) {
     let mut sim = start_simulator(&realm, &dir, package);
     let url = format!("{}/api/whoami", sim.base);
 
-    let reply = curl(|c| realm.alice(c), &["--negotiate", "-u", ":", &url]);
+    let reply = as_alice(&realm, &[&url]);
     assert_eq!(reply.status, 200, "{reply:?}\n{}", sim.log());
     let who = reply.json();
     assert_eq!(who["user"], "alice", "{who}");
     assert_eq!(who["identity"], "EXAMPLE\\alice", "{who}");
     // AUTH_TYPE (ISAPI) / IHttpUser::GetAuthenticationType (native module).
     assert_eq!(who["scheme"], "Negotiate", "{who}");
-    let users = curl(
-        |c| realm.alice(c),
-        &["--negotiate", "-u", ":", &format!("{}/api/users", sim.base)],
-    );
+    let users = as_alice(&realm, &[&format!("{}/api/users", sim.base)]);
     assert_eq!(users.status, 200, "{users:?}");
     assert!(users.body.contains("\"alice\""), "{}", users.body);
     assert!(dir.join("data/kallithea.sqlite3").is_file());
@@ -333,17 +312,7 @@ fn through_the_simulator(package: &str) {
         (Some(200), Some(401)),
         "{replies:?}"
     );
-    let reply = curl(
-        |c| realm.alice(c),
-        &[
-            "--negotiate",
-            "-u",
-            ":",
-            "-H",
-            "x-kallithea-user: EXAMPLE\\mallory",
-            &url,
-        ],
-    );
+    let reply = as_alice(&realm, &["-H", "x-kallithea-user: EXAMPLE\\mallory", &url]);
     assert_eq!(reply.json()["user"], "alice", "{reply:?}");
 
     assert!(

@@ -126,10 +126,8 @@ mod client {
                 },
             };
             println!(
-                "{{\"status\":{},\"mutual\":{},\"body\":{}}}",
-                resp.status,
-                json_string(&verdict),
-                json_string(&resp.body)
+                "{}",
+                serde_json::json!({"status": resp.status, "mutual": verdict, "body": resp.body})
             );
         }
         ExitCode::SUCCESS
@@ -194,20 +192,6 @@ mod client {
             out.push_str(&rest[..n]);
             s = rest[n..].trim_start_matches("\r\n");
         }
-        out
-    }
-
-    fn json_string(s: &str) -> String {
-        let mut out = String::from("\"");
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
         out
     }
 }
