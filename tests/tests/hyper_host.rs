@@ -259,3 +259,49 @@ async fn host_trait_starts_and_stops_host_hyper() {
     assert_eq!(report.aborted, 0);
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+/// A client that sends its whole (too large) body before it reads: without a
+/// lingering close the server's close would find unread body bytes and reset
+/// the connection, destroying the 413 before the client reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_413_reaches_a_client_still_sending_its_body() {
+    use kallithea_core::{ByteLimit, Limits};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let limits = Limits {
+        max_body_bytes: ByteLimit::Bytes(64 * 1024),
+        ..Limits::default()
+    };
+    let app = service_fn(|_req: Request<Body>| async {
+        Ok::<_, Infallible>(Response::new(Body::from("read nothing")))
+    });
+    let dispatcher = Dispatcher::builder(app).limits(limits).build();
+    let server = Server::new().start(listener, dispatcher).unwrap();
+    let addr = server.local_addr();
+    let body_len = 8 * 1024 * 1024;
+    for round in 0..10 {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut rd, mut wr) = stream.into_split();
+        let writer = tokio::spawn(async move {
+            let head =
+                format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {body_len}\r\n\r\n");
+            wr.write_all(head.as_bytes()).await?;
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..body_len / chunk.len() {
+                wr.write_all(&chunk).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        // Read only once the client is done writing (or was stopped).
+        let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+        let mut response = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut response)).await;
+        let text = String::from_utf8_lossy(&response);
+        assert!(
+            text.starts_with("HTTP/1.1 413"),
+            "round {round}: {read:?} {:?}",
+            &text[..text.len().min(200)]
+        );
+    }
+    server.shutdown(Duration::from_secs(1)).await;
+}
