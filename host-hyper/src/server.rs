@@ -78,7 +78,8 @@ impl Server {
             drain_timeout: config.drain_timeout,
             path_base: config.path_base.clone(),
             trust: config.trust.clone(),
-            ..Server::default()
+            #[cfg(all(feature = "negotiate", unix))]
+            negotiate: None,
         };
         if let Some(negotiate) = &config.negotiate {
             #[cfg(all(feature = "negotiate", unix))]
