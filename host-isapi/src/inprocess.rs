@@ -29,6 +29,11 @@ use crate::runtime::{Outcome, Rejected};
 /// The most one asynchronous read asks IIS for.
 pub const READ_CHUNK: usize = 64 * 1024;
 
+/// The largest last piece of a response body written synchronously
+/// ([`IisRequest::write_last_now`]): well under any send buffer, so the call
+/// does not wait for the client.
+pub const LAST_WRITE_NOW_MAX: usize = 16 * 1024;
+
 /// How often a request that has run for a while checks that its client is
 /// still there.
 const CONNECTED_CHECK: Duration = Duration::from_millis(500);
@@ -46,6 +51,17 @@ pub trait IisRequest: Send + Sync + 'static {
     /// Writes `data` to the client asynchronously, keeping it alive until
     /// the server reports completion.
     fn write(&self, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Writes the short last piece of a response body synchronously, when
+    /// the server supports that: a small write only lands in the server's
+    /// send buffer, and doing it in the call saves the round trip of an
+    /// asynchronous completion (a wake-up of another thread and back).
+    /// `None` means "not supported here": the engine then uses
+    /// [`write`](IisRequest::write).
+    fn write_last_now(&self, data: &[u8]) -> Option<io::Result<()>> {
+        let _ = data;
+        None
+    }
 
     /// Sends what is buffered of the response (its status and headers) to
     /// the client now, for a response whose body may be slow to come. A
@@ -376,6 +392,12 @@ where
                     continue;
                 };
                 let _turn = exchange.io.lock().await;
+                if data.len() <= LAST_WRITE_NOW_MAX && body.is_end_stream() {
+                    if let Some(written) = exchange.conn.write_last_now(&data) {
+                        written.map_err(|_| ClientGone)?;
+                        continue;
+                    }
+                }
                 exchange.conn.write(data).await.map_err(|_| ClientGone)?;
             }
             Err(e) => {

@@ -35,6 +35,11 @@ impl IisRequest for Connection {
         Connection::write(self, data).await
     }
 
+    fn write_last_now(&self, data: &[u8]) -> Option<io::Result<()>> {
+        // WriteClient with HSE_IO_SYNC.
+        Some(Connection::write_sync(self, data))
+    }
+
     fn send_headers(
         &self,
         status: StatusCode,

@@ -515,7 +515,8 @@ impl NativeRequest {
         Ok(rx)
     }
 
-    /// A synchronous write, for short error pages.
+    /// A synchronous write: short error pages, and a response's short last
+    /// piece.
     fn write_sync(&self, data: &[u8]) -> io::Result<()> {
         let len = u32::try_from(data.len()).map_err(io::Error::other)?;
         let mut chunk = HTTP_DATA_CHUNK::from_memory(data.as_ptr() as *mut c_void, len);
@@ -614,6 +615,11 @@ impl IisRequest for NativeRequest {
             Ok(r) => r.map(|_| ()).map_err(failed),
             Err(_) => Err(ended()),
         }
+    }
+
+    fn write_last_now(&self, data: &[u8]) -> Option<io::Result<()>> {
+        // WriteEntityChunks with fAsync = FALSE.
+        Some(self.write_sync(data))
     }
 
     async fn flush(&self) -> io::Result<()> {

@@ -143,6 +143,11 @@ pub struct Stats {
     pub native_module: bool,
     /// Native modules: `CHttpModule::Dispose` calls (one per request).
     pub disposed: u64,
+    /// Synchronous body writes (`WriteClient` with `HSE_IO_SYNC`,
+    /// `WriteEntityChunks` with `fAsync` false).
+    pub sync_writes: u64,
+    /// Asynchronous body writes.
+    pub async_writes: u64,
 }
 
 /// The simulator could not start or reload the extension.
@@ -186,6 +191,8 @@ struct Counters {
     terminations: AtomicU64,
     slowest_proc_us: AtomicU64,
     disposed: AtomicU64,
+    sync_writes: AtomicU64,
+    async_writes: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -265,6 +272,8 @@ impl Shared {
             ),
             native_module: self.native_module.load(Ordering::Acquire),
             disposed: self.counters.disposed.load(Ordering::Acquire),
+            sync_writes: self.counters.sync_writes.load(Ordering::Acquire),
+            async_writes: self.counters.async_writes.load(Ordering::Acquire),
         }
     }
 
@@ -602,6 +611,10 @@ impl SimRequest {
             return Err(ERROR_INVALID_PARAMETER);
         }
         let (completion, ecb) = self.begin_async("write")?;
+        self.shared
+            .counters
+            .async_writes
+            .fetch_add(1, Ordering::AcqRel);
         let len = data.len() as u32;
         let queued = self.queue_body(data);
         let this = Arc::clone(self);
@@ -662,6 +675,10 @@ impl SimRequest {
             );
             return Err(ERROR_INVALID_PARAMETER);
         }
+        self.shared
+            .counters
+            .sync_writes
+            .fetch_add(1, Ordering::AcqRel);
         match self.queue_body(data) {
             Queued::Done(r) => r,
             Queued::Wait(tx, data) => {

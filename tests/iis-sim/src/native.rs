@@ -420,6 +420,12 @@ pub(crate) fn read(req: &Arc<SimRequest>, mut target: ReadTarget, is_async: bool
 pub(crate) fn write(req: &Arc<SimRequest>, data: Bytes, is_async: bool) -> IoStart {
     freeze(req);
     let len = data.len() as u32;
+    let counter = if is_async {
+        &req.shared.counters.async_writes
+    } else {
+        &req.shared.counters.sync_writes
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     if !is_async {
         let r = match req.queue_body(data) {
             Queued::Done(r) => r,

@@ -94,6 +94,7 @@ for_both_hosts!(
     termination_cancels_what_outlives_the_drain_time_and_ends_every_session,
     keep_alive_follows_the_request_and_the_response,
     an_http2_body_without_a_declared_length_arrives_whole,
+    a_short_last_piece_is_written_synchronously_and_the_rest_streams,
 );
 
 async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle(package: &str) {
@@ -420,5 +421,48 @@ async fn an_http2_body_without_a_declared_length_arrives_whole(package: &str) {
         "{}",
         full.text()
     );
+    finish(sim).await;
+}
+
+/// A short last piece of the body goes out with a synchronous write (no
+/// completion round trip); longer bodies stream with asynchronous writes,
+/// one at a time, and arrive whole.
+async fn a_short_last_piece_is_written_synchronously_and_the_rest_streams(package: &str) {
+    use kallithea_conformance::client::RawConn;
+    let dll = install(package, "lastwrite", "worker_threads = 2\n");
+    let sim = start(&dll, |_| {}).await;
+    let mut conn = RawConn::connect(sim.local_addr()).await.unwrap();
+
+    let before = sim.stats();
+    conn.send(b"GET /echo HTTP/1.1\r\nHost: w\r\n\r\n")
+        .await
+        .unwrap();
+    let r = conn.read_response(false).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!r.body.is_empty());
+    let after = sim.stats();
+    assert_eq!(
+        (
+            after.sync_writes - before.sync_writes,
+            after.async_writes - before.async_writes
+        ),
+        (1, 0),
+        "{after:?}"
+    );
+
+    let total = 3 * 64 * 1024 + 1000;
+    let before = sim.stats();
+    conn.send(format!("GET /download?bytes={total} HTTP/1.1\r\nHost: w\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let r = conn.read_response(false).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), total);
+    let after = sim.stats();
+    assert!(
+        after.async_writes - before.async_writes >= 3,
+        "64 KiB pieces are written asynchronously: {after:?}"
+    );
+    assert!(after.sync_writes - before.sync_writes <= 1, "{after:?}");
     finish(sim).await;
 }
