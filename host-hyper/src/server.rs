@@ -131,8 +131,9 @@ impl Server {
     /// without a valid token gets 401 `WWW-Authenticate: Negotiate` and never
     /// reaches the app; an accepted one carries the principal as a host
     /// [`Identity`](kallithea_core::Identity) and its response the
-    /// mutual-authentication token. A front proxy's identity header is then
-    /// never believed.
+    /// mutual-authentication token. The `Authorization` header is consumed
+    /// (the app never sees the token). A front proxy's identity header is
+    /// then never believed.
     #[cfg(all(feature = "negotiate", unix))]
     pub fn negotiate(mut self, negotiator: crate::Negotiator) -> Self {
         self.negotiate = Some(Arc::new(negotiator));
