@@ -333,3 +333,25 @@ fn curl_reaches_the_portal_isapi_through_the_simulators_negotiate() {
 fn curl_reaches_the_portal_native_module_through_the_simulators_negotiate() {
     through_the_simulator("portal-iis");
 }
+
+#[test]
+fn every_request_authenticates_by_itself_even_on_one_connection() {
+    let realm = Realm::start("hyper-perrequest");
+    let dir = temp_dir("hyper-perrequest");
+    let portal = start_portal(&realm, &dir);
+    let url = format!("{}/api/whoami", portal.base);
+    // A request with a token, then one without on the same connection
+    // (sso-client sends both over one hyper connection): the second must not
+    // inherit the first's identity (a pooling front proxy
+    // would hand it to another user). HTTP/1.1 keep-alive and HTTP/2 streams.
+    for version in [&[][..], &["--http2"][..]] {
+        let mut args = version.to_vec();
+        args.extend(["--then-anonymous", url.as_str()]);
+        let replies = sso_client_run(&realm, &args);
+        assert_eq!(replies.len(), 2, "{replies:?}");
+        assert_eq!(replies[0]["status"], 200, "{version:?}: {replies:?}");
+        assert_eq!(replies[0]["mutual"], "verified", "{version:?}: {replies:?}");
+        assert_eq!(whoami(&replies[0])["user"], "alice");
+        assert_eq!(replies[1]["status"], 401, "{version:?}: {replies:?}");
+    }
+}
