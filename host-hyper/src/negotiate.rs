@@ -267,16 +267,31 @@ mod acceptor {
         /// SPNEGO, with the replay cache in the configured folder.
         pub fn new(config: &NegotiateConfig) -> Result<Self, NegotiateSetupError> {
             let keytab = std::path::absolute(&config.keytab).unwrap_or(config.keytab.clone());
-            std::fs::File::open(&keytab).map_err(|source| NegotiateSetupError::Keytab {
-                path: keytab.clone(),
-                source,
-            })?;
+            let file =
+                std::fs::File::open(&keytab).map_err(|source| NegotiateSetupError::Keytab {
+                    path: keytab.clone(),
+                    source,
+                })?;
+            if let Ok(meta) = file.metadata() {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = meta.permissions().mode();
+                if mode & 0o077 != 0 {
+                    // The keytab is the service's password.
+                    tracing::warn!(keytab = %keytab.display(), mode = format_args!("{:o}", mode & 0o777), "the keytab can be read by other users: make it readable by the server's account only (chmod 600)");
+                }
+            }
             let dir = &config.replay_cache_dir;
             let replay_error = |source| NegotiateSetupError::ReplayCache {
                 path: dir.clone(),
                 source,
             };
-            std::fs::create_dir_all(dir).map_err(replay_error)?;
+            // Created for the server's account only.
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(dir)
+            .map_err(replay_error)?;
             let dir = std::path::absolute(dir).map_err(replay_error)?;
             let rcache_path = dir.join(RCACHE_FILE);
             std::fs::OpenOptions::new()

@@ -228,6 +228,29 @@ fn a_keytab_without_the_service_and_a_skewed_clock_are_refused_with_their_reason
     let line = failure_line(&portal);
     assert!(line.contains("kind=no-key"), "{line}");
     assert!(line.contains("HTTP/localhost@EXAMPLE.TEST"), "{line}");
+    // kadmin writes keytabs for the owner only: no warning about that.
+    assert!(!portal.log().contains("can be read by other users"));
+    // The replay cache folder is the server's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("rcache"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    drop(portal);
+
+    // A keytab others can read starts, with a warning saying so.
+    let open = dir.join("open.keytab");
+    std::fs::copy(&other, &open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let readable = temp_dir("hyper-readable");
+    let portal = start_portal_with(&realm, &readable, &open, &[]);
+    let log = portal.log();
+    assert!(
+        log.contains("the keytab can be read by other users"),
+        "{log}"
+    );
+    assert!(log.contains("mode=644"), "{log}");
     drop(portal);
 
     // The server's clock ten minutes ahead (Kerberos allows five).
