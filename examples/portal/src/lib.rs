@@ -32,6 +32,34 @@ use kallithea_core::{Dispatcher, Limits, User};
 /// The store's file name inside the data directory.
 pub const STORE_FILE: &str = "kallithea.sqlite3";
 
+/// An `admins` entry as the application user name: a host name
+/// (`EXAMPLE\\alice`, `alice@EXAMPLE.TEST`) is cleaned like an identity; a
+/// bare name (`alice`) already is a user name, and only case folding and the
+/// length and character rules apply (the allowed domains and realms were
+/// checked when that user signed in). Entries that cannot name a user are
+/// logged and skipped.
+fn admin_name(entry: &str, settings: &Settings) -> Option<String> {
+    use auth_container::{clean_username, NameRefused};
+    let cleaned = match clean_username(entry, settings) {
+        Err(NameRefused::NoDomain) => {
+            let bare = Settings {
+                allowed_domains: Vec::new(),
+                allowed_realms: Vec::new(),
+                ..settings.clone()
+            };
+            clean_username(entry, &bare)
+        }
+        other => other,
+    };
+    match cleaned {
+        Ok(name) => Some(name),
+        Err(e) => {
+            tracing::warn!(admin = entry, error = %e, "ignoring an `admins` entry: it cannot name a user");
+            None
+        }
+    }
+}
+
 /// The portal: its plugin, store and administrators.
 pub struct Portal {
     plugin: Arc<AuthContainer<SqliteDirectory>>,
@@ -57,7 +85,7 @@ impl Portal {
         };
         let admins = admins
             .into_iter()
-            .filter_map(|a| auth_container::clean_username(&a, &settings).ok())
+            .filter_map(|a| admin_name(&a, &settings))
             .collect();
         let directory = Arc::new(CachedDirectory::new(store.clone(), settings.cache_ttl));
         let plugin = Arc::new(AuthContainer::new(settings, directory));
@@ -110,6 +138,11 @@ impl Portal {
             return true;
         }
         matches!(self.plugin.directory().resolve(&user.username).await, Ok(Some(u)) if u.admin)
+    }
+
+    /// The cleaned administrator names.
+    pub fn admins(&self) -> &[String] {
+        &self.admins
     }
 
     /// The form token for `user`: a keyed hash only this process can make, so a

@@ -104,6 +104,29 @@ async fn who_am_i_shows_the_clean_user_and_the_host_identity() {
     p.stop().await;
 }
 
+#[test]
+fn admin_entries_name_users_with_or_without_their_domain() {
+    let data = TempDir::new("admin-names");
+    let settings = Settings {
+        allowed_realms: vec!["EXAMPLE.TEST".into()],
+        ..Settings::default()
+    };
+    let portal = Portal::open(
+        &data.0,
+        settings,
+        vec![
+            "Alice".into(),
+            "bob@EXAMPLE.TEST".into(),
+            "carol@ELSEWHERE.TEST".into(),
+            "".into(),
+        ],
+    )
+    .unwrap();
+    // A bare name is the user name; a foreign realm and an empty entry name
+    // nobody.
+    assert_eq!(portal.admins(), ["alice", "bob"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_pages_are_for_admins_only() {
     let data = TempDir::new("admins");

@@ -27,7 +27,7 @@ fn start_portal_with(realm: &Realm, dir: &Path, keytab: &Path, wrapper: &[&str])
     write(
         &config,
         &format!(
-            "data_dir = {data:?}\nadmins = [\"alice@EXAMPLE.TEST\"]\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n\
+            "data_dir = {data:?}\nadmins = [\"alice\"]\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n\
              [server.negotiate]\nkeytab = {keytab:?}\nreplay_cache_dir = {rcache:?}\n\n\
              [auth_container]\nallowed_realms = [\"EXAMPLE.TEST\"]\n",
             data = dir.join("data"),
