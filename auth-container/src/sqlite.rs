@@ -151,6 +151,22 @@ impl SqliteDirectory {
         Ok(())
     }
 
+    /// The stored setting `name`, storing `value` first if there is none.
+    /// Atomic across processes sharing the file: whoever stores first wins and
+    /// every caller gets that value.
+    pub fn setting_or_insert(&self, name: &str, value: &str) -> Result<String, DirectoryError> {
+        let conn = self.conn.lock().map_err(store_err)?;
+        conn.execute(
+            "INSERT INTO settings (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            params![name, value],
+        )
+        .map_err(store_err)?;
+        conn.query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+            r.get(0)
+        })
+        .map_err(store_err)
+    }
+
     /// Runs `f` with the connection on the blocking thread pool.
     fn blocking<T: Send + 'static>(
         &self,

@@ -193,3 +193,15 @@ async fn json_import_and_bad_input_errors() {
         "a CSV without a username column is refused"
     );
 }
+
+#[test]
+fn the_first_stored_value_wins_for_every_connection() {
+    let dir = TempDir::new("first-wins");
+    let file = dir.0.join("users.sqlite3");
+    let a = SqliteDirectory::open(&file).unwrap();
+    let b = SqliteDirectory::open(&file).unwrap();
+    assert_eq!(a.setting_or_insert("key", "from-a").unwrap(), "from-a");
+    // Another connection (another process) offering its own value gets a's.
+    assert_eq!(b.setting_or_insert("key", "from-b").unwrap(), "from-a");
+    assert_eq!(b.setting("key").unwrap().as_deref(), Some("from-a"));
+}

@@ -65,7 +65,26 @@ pub struct Portal {
     plugin: Arc<AuthContainer<SqliteDirectory>>,
     store: SqliteDirectory,
     admins: Vec<String>,
-    csrf_key: RandomState,
+    /// The key of the form tokens, shared through the store by every process
+    /// serving it (IIS worker processes, the next one after a recycle).
+    form_key: Vec<u8>,
+}
+
+/// The store setting holding the form key.
+const FORM_KEY_SETTING: &str = "form_key";
+
+/// `bytes` random bytes as hex, from the operating system's random source
+/// (the keys of a new `RandomState`; hashes under them are unpredictable).
+pub fn random_hex(bytes: usize) -> String {
+    let keys = RandomState::new();
+    (0..bytes.div_ceil(8) as u64)
+        .map(|i| {
+            let mut h = keys.build_hasher();
+            h.write_u64(i);
+            format!("{:016x}", h.finish())
+        })
+        .collect::<String>()[..bytes * 2]
+        .to_owned()
 }
 
 impl Portal {
@@ -87,13 +106,16 @@ impl Portal {
             .into_iter()
             .filter_map(|a| admin_name(&a, &settings))
             .collect();
+        let form_key = store
+            .setting_or_insert(FORM_KEY_SETTING, &random_hex(32))?
+            .into_bytes();
         let directory = Arc::new(CachedDirectory::new(store.clone(), settings.cache_ttl));
         let plugin = Arc::new(AuthContainer::new(settings, directory));
         Ok(Arc::new(Portal {
             plugin,
             store,
             admins,
-            csrf_key: RandomState::new(),
+            form_key,
         }))
     }
 
@@ -145,14 +167,21 @@ impl Portal {
         &self.admins
     }
 
-    /// The form token for `user`: a keyed hash only this process can make, so a
+    /// The form token for `user`: HMAC-SHA256 under the store's form key, so a
     /// page of another site cannot post the portal's forms with the browser's
-    /// ambient Windows credentials.
-    fn csrf_token(&self, user: &str) -> String {
-        let mut h = self.csrf_key.build_hasher();
-        h.write(b"kallithea-portal-form");
-        h.write(user.as_bytes());
-        format!("{:016x}", h.finish())
+    /// ambient Windows credentials. Every process serving the same store makes
+    /// the same token, so forms survive a recycle and work across IIS worker
+    /// processes.
+    pub fn csrf_token(&self, user: &str) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.form_key)
+            .expect("HMAC takes keys of any length");
+        mac.update(b"kallithea-portal-form\0");
+        mac.update(user.as_bytes());
+        mac.finalize().into_bytes()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     fn csrf_ok(&self, user: &str, token: &str) -> bool {

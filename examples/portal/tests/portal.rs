@@ -86,7 +86,7 @@ fn csrf(page: &str) -> String {
         .find("name=\"csrf\" value=\"")
         .expect("the page has a form token")
         + 19;
-    page[at..at + 16].to_owned()
+    page[at..at + 32].to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,6 +102,23 @@ async fn who_am_i_shows_the_clean_user_and_the_host_identity() {
     let json = p.get("/api/whoami", Some("EXAMPLE\\alice")).await.text();
     assert!(json.contains("\"user\":\"alice\""), "{json}");
     p.stop().await;
+}
+
+#[test]
+fn form_tokens_are_the_same_in_every_process_serving_the_store() {
+    let data = TempDir::new("form-key");
+    let other = TempDir::new("form-key-other");
+    let open = |dir: &TempDir| Portal::open(&dir.0, Settings::default(), Vec::new()).unwrap();
+    let first = open(&data);
+    let token = first.csrf_token("alice");
+    assert_eq!(token.len(), 32);
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()), "{token}");
+    // Another process (a second worker, the next one after a recycle).
+    let second = open(&data);
+    assert_eq!(second.csrf_token("alice"), token);
+    assert_ne!(second.csrf_token("bob"), token);
+    // Another store has its own key.
+    assert_ne!(open(&other).csrf_token("alice"), token);
 }
 
 #[test]

@@ -9,8 +9,6 @@
 //! with `[server.negotiate]` (the `negotiate` feature) it authenticates
 //! browsers itself with Kerberos and trusts no proxy unless configured.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -123,16 +121,7 @@ fn pairing_secret(file: &Path) -> std::io::Result<String> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // RandomState's keys come from the operating system's random source; the
-    // hashes of distinct inputs under them are unpredictable.
-    let keys = RandomState::new();
-    let secret: String = (0u64..4)
-        .map(|i| {
-            let mut h = keys.build_hasher();
-            h.write_u64(i);
-            format!("{:016x}", h.finish())
-        })
-        .collect();
+    let secret = kallithea_portal::random_hex(32);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
