@@ -25,8 +25,9 @@ mod gss;
 /// replay_cache_dir = "/var/lib/kallithea/rcache"
 /// ```
 ///
-/// Every service key in the keytab is accepted, so give the server a keytab
-/// holding only its own `HTTP/` principal. The Kerberos library's own settings
+/// Without `principal`, every service key in the keytab is accepted: give the
+/// server a keytab holding only its own `HTTP/` principal, or name it with
+/// `principal = "HTTP@www.example.com"`. The Kerberos library's own settings
 /// (realms, KDCs, clock skew) come from `krb5.conf` (`KRB5_CONFIG`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +38,12 @@ pub struct NegotiateConfig {
     /// authenticator is recorded there so that a captured token cannot be
     /// used again.
     pub replay_cache_dir: PathBuf,
+    /// Accept tickets for this service only: `HTTP@www.example.com` or
+    /// `HTTP/www.example.com@EXAMPLE.COM`. Without it every key in the keytab
+    /// is accepted, so a shared keytab (with `host/` keys, say) would let
+    /// tickets for those services in too.
+    #[serde(default)]
+    pub principal: Option<String>,
 }
 
 impl NegotiateConfig {
@@ -45,7 +52,14 @@ impl NegotiateConfig {
         NegotiateConfig {
             keytab: keytab.into(),
             replay_cache_dir: replay_cache_dir.into(),
+            principal: None,
         }
+    }
+
+    /// Accepts tickets for `principal` only (see the field).
+    pub fn principal(mut self, principal: impl Into<String>) -> Self {
+        self.principal = Some(principal.into());
+        self
     }
 }
 
@@ -62,6 +76,15 @@ impl Validate for NegotiateConfig {
                 "replay_cache_dir",
                 "must name a folder for the replay cache",
             );
+        }
+        if let Some(p) = &self.principal {
+            let (service, rest) = p.split_once(['@', '/']).unwrap_or((p, ""));
+            if service.is_empty() || rest.is_empty() || p.contains(char::is_whitespace) {
+                issues.push(
+                    "principal",
+                    format!("{p:?} is not a service name: write HTTP@host or HTTP/host@REALM"),
+                );
+            }
         }
     }
 }
@@ -305,13 +328,18 @@ mod acceptor {
                     source,
                 })?;
             let rcache_c = c_string("file2:", &rcache_path).map_err(replay_error)?;
-            let cred = super::gss::acquire_acceptor(&keytab_c, &rcache_c).map_err(|e| {
-                NegotiateSetupError::Credentials {
-                    path: keytab.clone(),
-                    message: e.to_string(),
-                }
-            })?;
-            tracing::info!(keytab = %keytab.display(), replay_cache = %rcache_path.display(), "Negotiate acceptor credentials acquired");
+            let principal = config.principal.as_deref();
+            let cred =
+                super::gss::acquire_acceptor(&keytab_c, &rcache_c, principal).map_err(|e| {
+                    NegotiateSetupError::Credentials {
+                        path: keytab.clone(),
+                        message: match principal {
+                            Some(p) => format!("{e} (for the principal {p})"),
+                            None => e.to_string(),
+                        },
+                    }
+                })?;
+            tracing::info!(keytab = %keytab.display(), replay_cache = %rcache_path.display(), principal = principal.unwrap_or("any in the keytab"), "Negotiate acceptor credentials acquired");
             Ok(Negotiator { cred, keytab })
         }
 
@@ -414,9 +442,24 @@ mod tests {
         assert_eq!(cfg.replay_cache_dir, PathBuf::from("/r"));
         assert!(toml::from_str::<NegotiateConfig>("keytab = \"/k\"\n").is_err());
         assert!(toml::from_str::<NegotiateConfig>(
-            "keytab = \"/k\"\nreplay_cache_dir = \"/r\"\nprincipal = \"x\"\n"
+            "keytab = \"/k\"\nreplay_cache_dir = \"/r\"\nrealm = \"x\"\n"
         )
         .is_err());
+        for (principal, ok) in [
+            ("HTTP@www.example.com", true),
+            ("HTTP/www.example.com@EXAMPLE.COM", true),
+            ("HTTP", false),
+            ("@host", false),
+            ("HTTP@", false),
+            ("HTTP @host", false),
+        ] {
+            let mut issues = Issues::default();
+            NegotiateConfig::new("/k", "/r")
+                .principal(principal)
+                .validate(&mut issues);
+            let flagged = issues.list().iter().any(|i| i.key == "principal");
+            assert_eq!(flagged, !ok, "{principal}: {issues:?}");
+        }
 
         let mut issues = Issues::default();
         NegotiateConfig::new("", "").validate(&mut issues);

@@ -16,6 +16,12 @@ const MECH_KRB5: &[u8] = b"\x2a\x86\x48\x86\xf7\x12\x01\x02\x02";
 /// 1.3.6.1.5.5.2, SPNEGO (RFC 4178).
 const MECH_SPNEGO: &[u8] = b"\x2b\x06\x01\x05\x05\x02";
 
+/// 1.2.840.113554.1.2.1.4, a host-based service name (`HTTP@www.example.com`).
+const NT_HOSTBASED_SERVICE: &[u8] = b"\x2a\x86\x48\x86\xf7\x12\x01\x02\x01\x04";
+/// 1.2.840.113554.1.2.2.1, a Kerberos principal name
+/// (`HTTP/www.example.com@EXAMPLE.COM`).
+const NT_KRB5_PRINCIPAL: &[u8] = b"\x2a\x86\x48\x86\xf7\x12\x01\x02\x02\x01";
+
 /// GSS_ERROR(): a calling or routine error, as opposed to supplementary bits.
 fn failed(major: u32) -> bool {
     major & 0xffff_0000 != 0
@@ -47,10 +53,54 @@ impl Drop for OidSet {
     }
 }
 
-/// Acceptor credentials for the Kerberos and SPNEGO mechanisms, for every
-/// service key in `keytab` (`FILE:/path`), with replays recorded in `rcache`
-/// (`file2:/path`).
-pub(super) fn acquire_acceptor(keytab: &CStr, rcache: &CStr) -> Result<Cred, Error> {
+/// An imported name; released on drop.
+struct GssName(sys::gss_name_t);
+
+impl Drop for GssName {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            let mut minor = 0;
+            // SAFETY: the name came from gss_import_name and is released once.
+            unsafe { sys::gss_release_name(&mut minor, &mut self.0) };
+        }
+    }
+}
+
+/// Imports `principal`: a Kerberos principal when it has a `/`
+/// (`HTTP/host@REALM`), else a host-based service (`HTTP@host`).
+fn import_name(principal: &str) -> Result<GssName, Error> {
+    let kind = if principal.contains('/') {
+        NT_KRB5_PRINCIPAL
+    } else {
+        NT_HOSTBASED_SERVICE
+    };
+    let mut oid = sys::gss_OID_desc {
+        length: kind.len() as u32,
+        elements: kind.as_ptr() as *mut c_void,
+    };
+    let mut buffer = sys::gss_buffer_desc {
+        length: principal.len(),
+        value: principal.as_ptr() as *mut c_void,
+    };
+    let mut name = GssName(ptr::null_mut());
+    let mut minor = 0;
+    // SAFETY: the buffer and OID point at data that outlives the call (the
+    // library copies what it keeps); on success `name.0` holds a new name
+    // that `GssName` releases.
+    let major = unsafe { sys::gss_import_name(&mut minor, &mut buffer, &mut oid, &mut name.0) };
+    check(major, minor)?;
+    Ok(name)
+}
+
+/// Acceptor credentials for the Kerberos and SPNEGO mechanisms, for
+/// `principal`'s key or (without one) every service key in `keytab`
+/// (`FILE:/path`), with replays recorded in `rcache` (`file2:/path`).
+pub(super) fn acquire_acceptor(
+    keytab: &CStr,
+    rcache: &CStr,
+    principal: Option<&str>,
+) -> Result<Cred, Error> {
+    let name = principal.map(import_name).transpose()?;
     let mut minor = 0;
     let mut mechs = OidSet(ptr::null_mut());
     // SAFETY: both pointers are to live locals; on success the library stores a
@@ -82,14 +132,14 @@ pub(super) fn acquire_acceptor(keytab: &CStr, rcache: &CStr) -> Result<Cred, Err
         elements: elements.as_mut_ptr(),
     };
     let mut cred: sys::gss_cred_id_t = ptr::null_mut();
-    // SAFETY: every pointer is to a live local or to NUL-terminated strings
-    // that outlive the call (the library copies what it keeps); no name means
-    // "any service key in the keytab"; the out-pointers for the actual
-    // mechanisms and lifetime may be null.
+    // SAFETY: every pointer is to a live local, to a name imported above, or
+    // to NUL-terminated strings that outlive the call (the library copies
+    // what it keeps); no name means "any service key in the keytab"; the
+    // out-pointers for the actual mechanisms and lifetime may be null.
     let major = unsafe {
         sys::gss_acquire_cred_from(
             &mut minor,
-            ptr::null_mut(),
+            name.as_ref().map_or(ptr::null_mut(), |n| n.0),
             sys::_GSS_C_INDEFINITE,
             mechs.0,
             sys::GSS_C_ACCEPT as sys::gss_cred_usage_t,

@@ -17,21 +17,29 @@ fn sso_client() -> &'static str {
 
 /// The portal on host-hyper with `[server.negotiate]`.
 fn start_portal(realm: &Realm, dir: &Path) -> Server {
-    start_portal_with(realm, dir, &realm.keytab(), &[])
+    start_portal_with(realm, dir, &realm.keytab(), None, &[])
 }
 
-/// The same with another keytab, run through `wrapper` (e.g. `faketime`).
-fn start_portal_with(realm: &Realm, dir: &Path, keytab: &Path, wrapper: &[&str]) -> Server {
+/// The same with another keytab, optionally a service principal, run
+/// through `wrapper` (e.g. `faketime`).
+fn start_portal_with(
+    realm: &Realm,
+    dir: &Path,
+    keytab: &Path,
+    principal: Option<&str>,
+    wrapper: &[&str],
+) -> Server {
     let portal = build_bin("kallithea-portal", "portal", &["negotiate"]);
     let config = dir.join("portal.toml");
     write(
         &config,
         &format!(
             "data_dir = {data:?}\nadmins = [\"alice\"]\n\n[server]\nlisten = \"127.0.0.1:0\"\n\n\
-             [server.negotiate]\nkeytab = {keytab:?}\nreplay_cache_dir = {rcache:?}\n\n\
+             [server.negotiate]\nkeytab = {keytab:?}\nreplay_cache_dir = {rcache:?}\n{principal}\n\
              [auth_container]\nallowed_realms = [\"EXAMPLE.TEST\"]\n",
             data = dir.join("data"),
             rcache = dir.join("rcache"),
+            principal = principal.map_or(String::new(), |p| format!("principal = {p:?}\n")),
         ),
     );
     let mut cmd = match wrapper.split_first() {
@@ -221,7 +229,7 @@ fn a_keytab_without_the_service_and_a_skewed_clock_are_refused_with_their_reason
     let other = dir.join("other.keytab");
     realm.kadmin("addprinc -randkey HTTP/elsewhere");
     realm.kadmin(&format!("ktadd -k {} HTTP/elsewhere", other.display()));
-    let portal = start_portal_with(&realm, &dir, &other, &[]);
+    let portal = start_portal_with(&realm, &dir, &other, None, &[]);
     let url = format!("{}/api/whoami", portal.base);
     let reply = as_alice(&realm, &[&url]);
     assert_eq!(reply.status, 401, "{reply:?}");
@@ -244,7 +252,7 @@ fn a_keytab_without_the_service_and_a_skewed_clock_are_refused_with_their_reason
     std::fs::copy(&other, &open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
     let readable = temp_dir("hyper-readable");
-    let portal = start_portal_with(&realm, &readable, &open, &[]);
+    let portal = start_portal_with(&realm, &readable, &open, None, &[]);
     let log = portal.log();
     assert!(
         log.contains("the keytab can be read by other users"),
@@ -259,6 +267,7 @@ fn a_keytab_without_the_service_and_a_skewed_clock_are_refused_with_their_reason
         &realm,
         &skewed,
         &realm.keytab(),
+        None,
         &["faketime", "-f", "+10m"],
     );
     let url = format!("{}/api/whoami", portal.base);
@@ -377,4 +386,61 @@ fn every_request_authenticates_by_itself_even_on_one_connection() {
         assert_eq!(whoami(&replies[0])["user"], "alice");
         assert_eq!(replies[1]["status"], 401, "{version:?}: {replies:?}");
     }
+}
+
+#[test]
+fn a_configured_principal_limits_which_tickets_are_accepted() {
+    let realm = Realm::start("hyper-principal");
+    let dir = temp_dir("hyper-principal");
+    // One keytab with two services' keys, as a shared keytab would have.
+    realm.kadmin("addprinc -randkey HTTP/elsewhere");
+    let both = dir.join("both.keytab");
+    realm.kadmin(&format!(
+        "ktadd -k {} -norandkey HTTP/localhost HTTP/elsewhere",
+        both.display()
+    ));
+    for (i, (principal, status)) in [
+        (None, 200),
+        (Some("HTTP@localhost"), 200),
+        (Some("HTTP/localhost@EXAMPLE.TEST"), 200),
+        (Some("HTTP@elsewhere"), 401),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let run = temp_dir(&format!("hyper-principal-{i}"));
+        let portal = start_portal_with(&realm, &run, &both, principal, &[]);
+        let url = format!("{}/api/whoami", portal.base);
+        let reply = as_alice(&realm, &[&url]);
+        assert_eq!(
+            reply.status,
+            status,
+            "{principal:?}: {reply:?}\n{}",
+            portal.log()
+        );
+        if status == 401 {
+            let line = failure_line(&portal);
+            assert!(line.contains("HTTP/localhost"), "{line}");
+        }
+    }
+    // A principal the keytab has no key for stops the server at start.
+    let portal = build_bin("kallithea-portal", "portal", &["negotiate"]);
+    let config = dir.join("nokey.toml");
+    write(
+        &config,
+        &format!(
+            "data_dir = {data:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[server.negotiate]\n\
+             keytab = {keytab:?}\nreplay_cache_dir = {rcache:?}\nprincipal = \"HTTP@nowhere\"\n",
+            data = dir.join("data"),
+            keytab = realm.keytab(),
+            rcache = dir.join("rcache"),
+        ),
+    );
+    let mut cmd = Command::new(&portal);
+    cmd.arg("--config").arg(&config);
+    realm.server(&mut cmd);
+    let out = cmd.output().expect("run the portal");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("HTTP@nowhere"), "{stderr}");
 }
