@@ -212,6 +212,35 @@ fn a_keytab_rekeyed_under_the_server_is_refused_with_a_clear_log_line() {
     assert!(line.contains("keytab is likely out of date"), "{line}");
 }
 
+/// Runs the portal with this Negotiate setup, expecting it to refuse to
+/// start (exit status 1); returns what it printed.
+fn portal_fails_to_start(
+    realm: &Realm,
+    dir: &Path,
+    keytab: &Path,
+    principal: Option<&str>,
+) -> String {
+    let portal = build_bin("kallithea-portal", "portal", &["negotiate"]);
+    let config = dir.join("refused.toml");
+    write(
+        &config,
+        &format!(
+            "data_dir = {data:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[server.negotiate]\n\
+             keytab = {keytab:?}\nreplay_cache_dir = {rcache:?}\n{principal}",
+            data = dir.join("data"),
+            rcache = dir.join("rcache"),
+            principal = principal.map_or(String::new(), |p| format!("principal = {p:?}\n")),
+        ),
+    );
+    let mut cmd = Command::new(portal);
+    cmd.arg("--config").arg(&config);
+    realm.server(&mut cmd);
+    let out = cmd.output().expect("run the portal");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 /// The one failure line the server logged.
 fn failure_line(server: &Server) -> String {
     let log = server.log();
@@ -282,7 +311,6 @@ fn a_keytab_without_the_service_and_a_skewed_clock_are_refused_with_their_reason
 fn a_server_without_a_usable_keytab_refuses_to_start() {
     let realm = Realm::start("hyper-nokeytab");
     let dir = temp_dir("hyper-nokeytab");
-    let portal = build_bin("kallithea-portal", "portal", &["negotiate"]);
     for (keytab, expected) in [
         (dir.join("missing.keytab"), "cannot read the keytab"),
         (dir.join("empty.keytab"), "no acceptor credentials"),
@@ -290,22 +318,7 @@ fn a_server_without_a_usable_keytab_refuses_to_start() {
         if keytab.ends_with("empty.keytab") {
             write(&keytab, "");
         }
-        let config = dir.join("portal.toml");
-        write(
-            &config,
-            &format!(
-                "data_dir = {data:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[server.negotiate]\n\
-                 keytab = {keytab:?}\nreplay_cache_dir = {rcache:?}\n",
-                data = dir.join("data"),
-                rcache = dir.join("rcache"),
-            ),
-        );
-        let mut cmd = Command::new(&portal);
-        cmd.arg("--config").arg(&config);
-        realm.server(&mut cmd);
-        let out = cmd.output().expect("run the portal");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        let stderr = portal_fails_to_start(&realm, &dir, &keytab, None);
         assert!(stderr.contains(expected), "{stderr}");
         assert!(stderr.contains(&keytab.display().to_string()), "{stderr}");
     }
@@ -424,23 +437,6 @@ fn a_configured_principal_limits_which_tickets_are_accepted() {
         }
     }
     // A principal the keytab has no key for stops the server at start.
-    let portal = build_bin("kallithea-portal", "portal", &["negotiate"]);
-    let config = dir.join("nokey.toml");
-    write(
-        &config,
-        &format!(
-            "data_dir = {data:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[server.negotiate]\n\
-             keytab = {keytab:?}\nreplay_cache_dir = {rcache:?}\nprincipal = \"HTTP@nowhere\"\n",
-            data = dir.join("data"),
-            keytab = realm.keytab(),
-            rcache = dir.join("rcache"),
-        ),
-    );
-    let mut cmd = Command::new(&portal);
-    cmd.arg("--config").arg(&config);
-    realm.server(&mut cmd);
-    let out = cmd.output().expect("run the portal");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = portal_fails_to_start(&realm, &dir, &realm.keytab(), Some("HTTP@nowhere"));
     assert!(stderr.contains("HTTP@nowhere"), "{stderr}");
 }
