@@ -454,50 +454,26 @@ impl Listener {
 
     /// The next event, waiting at most `timeout` (`None` on timeout or when
     /// a signal interrupted the wait).
-    #[cfg(unix)]
     pub fn recv(&self, timeout: Duration) -> std::io::Result<Option<String>> {
         let s = &self.bound.socket;
         s.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
         let mut buf = vec![0u8; MAX_EVENT_BYTES + 64];
         match s.recv(&mut buf) {
             Ok(n) => Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(e) if nothing_received(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
+}
 
-    /// The next event, waiting at most `timeout` (`None` on timeout).
-    #[cfg(not(unix))]
-    pub fn recv(&self, timeout: Duration) -> std::io::Result<Option<String>> {
-        let s = &self.bound.socket;
-        s.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
-        let mut buf = vec![0u8; MAX_EVENT_BYTES + 64];
-        match s.recv(&mut buf) {
-            Ok(n) => Ok(Some(String::from_utf8_lossy(&buf[..n]).into_owned())),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                        // A send to a closed port elsewhere, reported here.
-                        | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
+/// A receive that ended without an event: a timeout or an interrupted wait,
+/// and on Windows (UDP) a send to a closed port elsewhere, reported on this socket.
+fn nothing_received(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    ) || (cfg!(not(unix)) && e.kind() == ErrorKind::ConnectionReset)
 }
 
 impl Drop for Listener {
