@@ -2,9 +2,20 @@
 //! on application work.
 //!
 //! `GetExtensionVersion` starts an [`ExtensionRuntime`]; `HttpExtensionProc`
-//! hands each request to [`ExtensionRuntime::spawn`] and returns
-//! `HSE_STATUS_PENDING` at once; `TerminateExtension` calls
-//! [`ExtensionRuntime::terminate`]. Every spawned request's completion
+//! hands each request to [`ExtensionRuntime::spawn`], which takes the
+//! request's first step on the calling (IIS) thread and moves it to the
+//! runtime at its first wait; `TerminateExtension` calls
+//! [`ExtensionRuntime::terminate`].
+//!
+//! That first step is what most requests consist of — map, route, answer
+//! from memory, write a short response — and taking it where the request
+//! arrived spares two thread hand-offs (to a runtime thread and back to
+//! IIS), which cost more than the request itself. A request that waits
+//! (a body still arriving, a database, a timer, a long response) continues
+//! on the runtime, and the IIS thread returns at that point: it never waits
+//! on application I/O. An app that computes for long without awaiting
+//! holds an IIS thread for that time, as it would hold a runtime thread.
+//! Every spawned request's completion
 //! callback runs exactly once — when it finishes, panics, or is cancelled
 //! (client gone, or still running when the drain deadline passes) — which is
 //! where the host reports `HSE_REQ_DONE_WITH_SESSION`.
@@ -13,6 +24,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -86,6 +98,16 @@ impl<F: FnOnce(Outcome)> Drop for Completion<F> {
     }
 }
 
+fn outcome_of(r: Result<(), String>) -> Outcome {
+    match r {
+        Ok(()) => Outcome::Completed,
+        Err(message) => {
+            tracing::error!(target: "kallithea::panic", panic = %message, "request task panicked");
+            Outcome::Panicked(message)
+        }
+    }
+}
+
 impl ExtensionRuntime {
     /// Starts a runtime with `workers` threads (at least one), named
     /// `kallithea-isapi`.
@@ -116,10 +138,12 @@ impl ExtensionRuntime {
         self.tracker.running.load(Ordering::Acquire)
     }
 
-    /// Runs `request` on the runtime; `done` runs exactly once with how it
-    /// ended. Returns at once. After termination began, returns [`Rejected`]
-    /// without running either.
-    pub fn spawn<F, D>(&self, request: F, done: D) -> Result<AbortHandle, Rejected>
+    /// Runs `request`: polled once on the calling thread (inside the
+    /// runtime's context), then, if it is not finished, on the runtime.
+    /// `done` runs exactly once with how it ended — before this returns when
+    /// the first poll finished it (no task handle then). After termination
+    /// began, returns [`Rejected`] without running either.
+    pub fn spawn<F, D>(&self, request: F, done: D) -> Result<Option<AbortHandle>, Rejected>
     where
         F: Future<Output = ()> + Send + 'static,
         D: FnOnce(Outcome) + Send + 'static,
@@ -132,21 +156,26 @@ impl ExtensionRuntime {
             done: Some(done),
             tracker: Arc::clone(&self.tracker),
         };
+        let mut request = Box::pin(kallithea_core::catch_unwind_future(request));
+        {
+            let _runtime = self.runtime.enter();
+            // Whatever the first poll registers for wake-ups is registered
+            // again by the task's first poll, with the task's waker.
+            let mut cx = Context::from_waker(Waker::noop());
+            if let Poll::Ready(r) = request.as_mut().poll(&mut cx) {
+                completion.finish(outcome_of(r));
+                return Ok(None);
+            }
+        }
         let task = self.runtime.spawn(async move {
-            let outcome = match kallithea_core::catch_unwind_future(request).await {
-                Ok(()) => Outcome::Completed,
-                Err(message) => {
-                    tracing::error!(target: "kallithea::panic", panic = %message, "request task panicked");
-                    Outcome::Panicked(message)
-                }
-            };
-            completion.finish(outcome);
+            let r = request.await;
+            completion.finish(outcome_of(r));
         });
         let handle = task.abort_handle();
         let mut tasks = self.tracker.tasks.lock().unwrap_or_else(|e| e.into_inner());
         tasks.retain(|t| !t.is_finished());
         tasks.push(handle.clone());
-        Ok(handle)
+        Ok(Some(handle))
     }
 
     /// Stops taking requests (later [`spawn`](Self::spawn)s get
@@ -236,8 +265,9 @@ mod tests {
                     tx.send((i, outcome)).unwrap();
                 })
                 .unwrap();
-            if i % 3 == 2 {
-                stuck.push(handle);
+            match i % 3 {
+                2 => stuck.push(handle.expect("a waiting request becomes a task")),
+                _ => assert!(handle.is_none(), "request {i} finished in its first poll"),
             }
         }
         // The host cancels half of the stuck ones (clients gone)…
@@ -271,6 +301,65 @@ mod tests {
             };
             assert_eq!(outcome, expected, "request {i}");
         }
+    }
+
+    #[test]
+    fn a_request_runs_on_the_calling_thread_until_it_waits_then_on_the_runtime() {
+        let rt = ExtensionRuntime::start(1).unwrap();
+        let caller = std::thread::current().id();
+        let where_ = |tx: mpsc::Sender<_>| {
+            move |o: Outcome| {
+                tx.send((
+                    o,
+                    std::thread::current().id(),
+                    std::thread::current().name().map(str::to_owned),
+                ))
+                .unwrap()
+            }
+        };
+
+        // Nothing to wait for: done before `spawn` returns, on this thread.
+        let (tx, rx) = mpsc::channel();
+        let handle = rt.spawn(async {}, where_(tx)).unwrap();
+        assert!(handle.is_none());
+        let (outcome, thread, _) = rx.try_recv().expect("completed inside spawn");
+        assert_eq!((outcome, thread), (Outcome::Completed, caller));
+
+        // A wait (a timer: the first poll sees the runtime's context) moves
+        // the rest to the runtime's thread; the caller is not held.
+        let (tx, rx) = mpsc::channel();
+        let first_step = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&first_step);
+        let started = Instant::now();
+        let handle = rt
+            .spawn(
+                async move {
+                    *seen.lock().unwrap() = Some(std::thread::current().id());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                },
+                where_(tx),
+            )
+            .unwrap();
+        assert!(handle.is_some());
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "spawn waited"
+        );
+        assert!(rx.try_recv().is_err(), "finished before its timer");
+        assert_eq!(*first_step.lock().unwrap(), Some(caller));
+        let (outcome, thread, name) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(outcome, Outcome::Completed);
+        assert_ne!(thread, caller);
+        assert_eq!(name.as_deref(), Some("kallithea-isapi"));
+
+        // A panic in the first step is caught there.
+        let (tx, rx) = mpsc::channel();
+        rt.spawn(async { panic!("at once") }, where_(tx)).unwrap();
+        assert_eq!(
+            rx.try_recv().unwrap().0,
+            Outcome::Panicked("at once".into())
+        );
+        assert_eq!(rt.in_flight(), 0);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use kallithea_core::cgi::{self, ServerVariables};
 
 use crate::extension::Running;
 use crate::ffi::ecb::Connection;
-use crate::ffi::{DWORD, HSE_STATUS_PENDING, HSE_STATUS_SUCCESS, HSE_UNKNOWN_LENGTH};
+use crate::ffi::{DWORD, HSE_STATUS_SUCCESS, HSE_UNKNOWN_LENGTH};
 use crate::inprocess::{self, BodyStart, IisRequest};
 
 impl ServerVariables for Connection {
@@ -104,8 +104,9 @@ pub(crate) fn serve(running: &Arc<Running>, conn: Connection) -> DWORD {
         total: (total != HSE_UNKNOWN_LENGTH).then_some(u64::from(total)),
         preloaded,
     };
-    match inprocess::start(running, conn, parts, body) {
-        Ok(()) => HSE_STATUS_PENDING,
+    match inprocess::start(running, conn.clone(), parts, body) {
+        // Finished inside the call (its final status), or going on.
+        Ok(()) => conn.call_returns(),
         // Answered already; IIS completes it when this returns.
         Err(_) => HSE_STATUS_SUCCESS,
     }

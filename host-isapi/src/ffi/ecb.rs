@@ -6,7 +6,9 @@
 //! - at most one asynchronous operation at a time (one completion callback per
 //!   request), with its buffer owned here until the completion arrives — even
 //!   when the future that started it has been dropped;
-//! - `HSE_REQ_DONE_WITH_SESSION` exactly once, and only when no operation is
+//! - the request ends exactly once: by `HttpExtensionProc`'s return value
+//!   when it finished inside the call without starting asynchronous I/O,
+//!   otherwise by `HSE_REQ_DONE_WITH_SESSION` — only when no operation is
 //!   outstanding (if one is, it is cancelled and the session ends from its
 //!   completion);
 //! - after that, no call reaches IIS again: the ECB may be gone.
@@ -14,6 +16,7 @@
 use std::ffi::{c_void, CStr};
 use std::io;
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -50,6 +53,9 @@ struct Slot {
 
 struct Inner {
     ecb: NonNull<EXTENSION_CONTROL_BLOCK>,
+    /// Where the request stands against its `HttpExtensionProc` call
+    /// ([`IN_CALL`] and the rest).
+    call: AtomicU8,
     /// `true` once `DONE_WITH_SESSION` was sent. Calls into IIS hold the read
     /// side, so the session cannot end in the middle of one.
     done: RwLock<bool>,
@@ -61,6 +67,19 @@ struct Inner {
 unsafe impl Send for Inner {}
 // SAFETY: as above; every mutable state is behind a lock.
 unsafe impl Sync for Inner {}
+
+/// `HttpExtensionProc` has not returned and nothing asynchronous was started:
+/// the request may still end by the call's return value.
+const IN_CALL: u8 = 0;
+/// The call returns (or returned) `HSE_STATUS_PENDING`: the session ends
+/// with `HSE_REQ_DONE_WITH_SESSION`.
+const PENDING: u8 = 1;
+/// The request ended inside the call, keeping the connection: the call
+/// returns `HSE_STATUS_SUCCESS_AND_KEEP_CONN`.
+const ENDED_KEEP: u8 = 2;
+/// The request ended inside the call, closing the connection: the call
+/// returns `HSE_STATUS_SUCCESS`.
+const ENDED_CLOSE: u8 = 3;
 
 /// A request's connection to IIS. Cheap to clone; every clone is the same
 /// request.
@@ -107,6 +126,7 @@ impl Connection {
         Some(Connection {
             inner: Arc::new(Inner {
                 ecb,
+                call: AtomicU8::new(IN_CALL),
                 done: RwLock::new(false),
                 slot: Mutex::new(Slot::default()),
             }),
@@ -319,6 +339,8 @@ impl Connection {
             slot.pending = Some(pending);
             slot.keep = Some(Arc::clone(&self.inner));
         }
+        // Asynchronous I/O commits `HttpExtensionProc` to HSE_STATUS_PENDING.
+        self.leave_call();
         // The slot's lock is not held: IIS may complete on another thread
         // before the call returns.
         if let Err(e) = start() {
@@ -493,6 +515,32 @@ impl Connection {
         );
     }
 
+    /// Settles how `HttpExtensionProc` ends, for the call itself to return:
+    /// `HSE_STATUS_PENDING` when the request goes on (or already ended with
+    /// `HSE_REQ_DONE_WITH_SESSION`), or the final status when it ended inside
+    /// the call — then no `DONE_WITH_SESSION` is sent, and none may be.
+    pub(crate) fn call_returns(&self) -> DWORD {
+        match self.leave_call() {
+            ENDED_KEEP => HSE_STATUS_SUCCESS_AND_KEEP_CONN,
+            ENDED_CLOSE => HSE_STATUS_SUCCESS,
+            _ => HSE_STATUS_PENDING,
+        }
+    }
+
+    /// Moves the request out of [`IN_CALL`] to [`PENDING`] unless it ended
+    /// already; returns the state it ends up in.
+    fn leave_call(&self) -> u8 {
+        match self.inner.call.compare_exchange(
+            IN_CALL,
+            PENDING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => PENDING,
+            Err(now) => now,
+        }
+    }
+
     /// Ends the session (`HSE_REQ_DONE_WITH_SESSION`), keeping the connection
     /// open for the next request when `keep_conn`. Exactly once: later calls,
     /// and every other method afterwards, do nothing. If an operation is
@@ -526,6 +574,16 @@ fn end_session(inner: &Inner, keep_conn: bool) {
         return;
     }
     *done = true;
+    // Still inside `HttpExtensionProc` with nothing asynchronous started: its
+    // return value ends the request, not DONE_WITH_SESSION.
+    let ended = if keep_conn { ENDED_KEEP } else { ENDED_CLOSE };
+    if inner
+        .call
+        .compare_exchange(IN_CALL, ended, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        return;
+    }
     // SAFETY: the session has not ended yet (checked under the write lock,
     // so no other call is in progress); this is its last use of the ECB.
     let ecb = unsafe { inner.ecb.as_ref() };

@@ -41,6 +41,7 @@ mod vars;
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -148,6 +149,11 @@ pub struct Stats {
     pub sync_writes: u64,
     /// Asynchronous body writes.
     pub async_writes: u64,
+    /// Requests that ended inside the call that started them: a final
+    /// status returned by `HttpExtensionProc` (no `DONE_WITH_SESSION`), or
+    /// `OnExecuteRequestHandler` returning something other than
+    /// `RQ_NOTIFICATION_PENDING`.
+    pub ended_in_call: u64,
 }
 
 /// The simulator could not start or reload the extension.
@@ -193,6 +199,7 @@ struct Counters {
     disposed: AtomicU64,
     sync_writes: AtomicU64,
     async_writes: AtomicU64,
+    ended_in_call: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -274,6 +281,7 @@ impl Shared {
             disposed: self.counters.disposed.load(Ordering::Acquire),
             sync_writes: self.counters.sync_writes.load(Ordering::Acquire),
             async_writes: self.counters.async_writes.load(Ordering::Acquire),
+            ended_in_call: self.counters.ended_in_call.load(Ordering::Acquire),
         }
     }
 
@@ -357,6 +365,18 @@ impl Shared {
             });
         }
     }
+}
+
+/// Waits for `work` on the calling thread, as a synchronous IIS call blocks
+/// its caller. The work runs on a thread of its own: the caller may be one of
+/// the runtime's own threads (an extension calling back from inside
+/// `HttpExtensionProc`), where the runtime cannot be blocked on. `None` if
+/// the work panicked.
+pub(crate) fn block_here<T: Send>(
+    rt: &tokio::runtime::Handle,
+    work: impl Future<Output = T> + Send,
+) -> Option<T> {
+    std::thread::scope(|s| s.spawn(|| rt.block_on(work)).join().ok())
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -683,9 +703,11 @@ impl SimRequest {
             Queued::Done(r) => r,
             Queued::Wait(tx, data) => {
                 let this = Arc::clone(self);
-                self.shared
-                    .rt
-                    .block_on(async move { this.send_body(tx, data).await })
+                block_here(
+                    &self.shared.rt,
+                    async move { this.send_body(tx, data).await },
+                )
+                .unwrap_or(Err(ERROR_NETNAME_DELETED))
             }
         }
     }
@@ -730,10 +752,8 @@ impl SimRequest {
     pub(crate) fn read_sync(self: &Arc<Self>, buf: &mut ffi::ReadBuffer) -> Result<usize, u32> {
         let this = Arc::clone(self);
         let max = buf.len();
-        let data = self
-            .shared
-            .rt
-            .block_on(async move { this.read_body(max).await })?;
+        let data = block_here(&self.shared.rt, async move { this.read_body(max).await })
+            .unwrap_or(Err(ERROR_NETNAME_DELETED))?;
         Ok(buf.fill(&data))
     }
 
@@ -1105,6 +1125,7 @@ async fn serve(
         Some(HSE_STATUS_PENDING) => {}
         _ => {
             // Completed synchronously (or failed): the session is over.
+            shared.counters.ended_in_call.fetch_add(1, Ordering::AcqRel);
             let _ = request.done(None, "HSE_REQ_DONE_WITH_SESSION");
             if status != Some(host_isapi::ffi::HSE_STATUS_SUCCESS)
                 && status != Some(HSE_STATUS_SUCCESS_AND_KEEP_CONN)

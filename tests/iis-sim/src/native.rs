@@ -137,6 +137,12 @@ pub(crate) fn execute(req: &Arc<SimRequest>) -> Result<(), String> {
     };
     lib.create_module(&n.objects)?;
     let status = native_ffi::on_execute_request_handler(&n.objects);
+    if status != RQ_NOTIFICATION_PENDING {
+        req.shared
+            .counters
+            .ended_in_call
+            .fetch_add(1, Ordering::AcqRel);
+    }
     after_notification(req, status);
     Ok(())
 }
@@ -342,20 +348,16 @@ pub(crate) fn read(req: &Arc<SimRequest>, mut target: ReadTarget, is_async: bool
         // A synchronous read blocks the calling thread, as in IIS.
         let this = Arc::clone(req);
         let max = target.len();
-        let rt = req.shared.rt.clone();
-        let r = std::thread::scope(|s| {
-            s.spawn(|| rt.block_on(async move { this.read_body(max).await }))
-                .join()
-        });
+        let r = crate::block_here(&req.shared.rt, async move { this.read_body(max).await });
         return IoStart::Done(match r {
-            Ok(Ok(data)) if data.is_empty() => Err(eof),
-            Ok(Ok(data)) => {
+            Some(Ok(data)) if data.is_empty() => Err(eof),
+            Some(Ok(data)) => {
                 let got = target.fill(&data) as u32;
                 n.read.fetch_add(u64::from(got), Ordering::AcqRel);
                 Ok(got)
             }
-            Ok(Err(code)) => Err(hresult_from_win32(code)),
-            Err(_) => Err(hresult_from_win32(ERROR_NOT_FOUND)),
+            Some(Err(code)) => Err(hresult_from_win32(code)),
+            None => Err(hresult_from_win32(ERROR_NOT_FOUND)),
         });
     }
     if let Err(hr) = begin(req, "read") {
@@ -431,12 +433,11 @@ pub(crate) fn write(req: &Arc<SimRequest>, data: Bytes, is_async: bool) -> IoSta
             Queued::Done(r) => r,
             Queued::Wait(tx, data) => {
                 let this = Arc::clone(req);
-                let rt = req.shared.rt.clone();
-                std::thread::scope(|s| {
-                    s.spawn(|| rt.block_on(async move { this.send_body(tx, data).await }))
-                        .join()
-                        .unwrap_or(Err(ERROR_NOT_FOUND))
-                })
+                crate::block_here(
+                    &req.shared.rt,
+                    async move { this.send_body(tx, data).await },
+                )
+                .unwrap_or(Err(ERROR_NOT_FOUND))
             }
         };
         return IoStart::Done(r.map(|()| len).map_err(hresult_from_win32));

@@ -426,7 +426,9 @@ async fn an_http2_body_without_a_declared_length_arrives_whole(package: &str) {
 
 /// A short last piece of the body goes out with a synchronous write (no
 /// completion round trip); longer bodies stream with asynchronous writes,
-/// one at a time, and arrive whole.
+/// one at a time, and arrive whole. A request that needs no wait ends
+/// inside the call IIS made (its return value, no `DONE_WITH_SESSION`); one
+/// that writes asynchronously ends later, through the completion path.
 async fn a_short_last_piece_is_written_synchronously_and_the_rest_streams(package: &str) {
     use kallithea_conformance::client::RawConn;
     let dll = install(package, "lastwrite", "worker_threads = 2\n");
@@ -449,6 +451,8 @@ async fn a_short_last_piece_is_written_synchronously_and_the_rest_streams(packag
         (1, 0),
         "{after:?}"
     );
+    assert_eq!(after.ended_in_call - before.ended_in_call, 1, "{after:?}");
+    assert_eq!(after.sessions_ended - before.sessions_ended, 1, "{after:?}");
 
     let total = 3 * 64 * 1024 + 1000;
     let before = sim.stats();
@@ -464,5 +468,7 @@ async fn a_short_last_piece_is_written_synchronously_and_the_rest_streams(packag
         "64 KiB pieces are written asynchronously: {after:?}"
     );
     assert!(after.sync_writes - before.sync_writes <= 1, "{after:?}");
+    assert_eq!(after.ended_in_call, before.ended_in_call, "{after:?}");
+    assert_eq!(after.sessions_ended - before.sessions_ended, 1, "{after:?}");
     finish(sim).await;
 }
