@@ -141,7 +141,7 @@ fn install_log(path: &Path, filter: &str) {
         .with_filter(filter);
     // Listeners (`kallithea trace`) see every event at INFO and above, and
     // panics with their backtraces.
-    let trace = kallithea_trace::layer().with_filter(tracing::level_filters::LevelFilter::INFO);
+    let trace = kallithea_trace::layer().with_filter(kallithea_trace::filter());
     let _ = tracing_subscriber::registry()
         .with(file)
         .with(trace)

@@ -2,14 +2,17 @@
 //! Kallithea host framework.
 //!
 //! Every worker process (an IIS worker with the ISAPI extension or native
-//! module loaded, a host-hyper server) adds [`layer`] to its tracing
-//! subscriber and calls [`install_panic_hook`]. Listeners (`kallithea
+//! module loaded, a host-hyper server) adds [`layer`], filtered by
+//! [`filter`], to its tracing subscriber and calls [`install_panic_hook`]. Listeners (`kallithea
 //! trace`, or [`Listener`]) each bind a datagram socket in the trace folder
 //! ([`dir`]); workers send every event, one datagram per event, to every
 //! socket there.
 //!
-//! - No listener: an event costs one atomic load. A background thread looks
-//!   for listeners every [`SCAN_INTERVAL`].
+//! - No listener: with [`filter`], nothing — tracing's per-call-site
+//!   cache leaves INFO events and spans disabled (unless another layer wants
+//!   them; the layer itself then costs one atomic load per event). A
+//!   background thread looks for listeners every [`SCAN_INTERVAL`] and has
+//!   the cache rebuilt when the first arrives or the last leaves.
 //! - Never blocks: sends are non-blocking; when a listener falls behind,
 //!   its events are dropped (and counted), never queued in the worker.
 //! - Panics: the hook sends the message, the location and a backtrace
@@ -111,8 +114,8 @@ pub fn stop_watching() {
         handle.thread().unpark();
         let _ = handle.join();
     }
-    ACTIVE.store(false, Ordering::Relaxed);
     LISTENERS.write().unwrap_or_else(|e| e.into_inner()).clear();
+    set_active(false);
 }
 
 /// Looks for listener sockets now.
@@ -127,11 +130,51 @@ fn scan() {
         }
     }
     found.sort();
-    ACTIVE.store(!found.is_empty(), Ordering::Relaxed);
+    let active = !found.is_empty();
     *LISTENERS.write().unwrap_or_else(|e| e.into_inner()) = found;
+    set_active(active);
 }
 
-/// The tracing layer that sends every event to the listeners.
+/// Records whether anyone listens; on a change, tracing's per-call-site
+/// interest cache is rebuilt, so that [`filter`] is asked again.
+fn set_active(active: bool) {
+    if ACTIVE.swap(active, Ordering::AcqRel) != active {
+        tracing::callsite::rebuild_interest_cache();
+    }
+}
+
+/// What [`layer`] should see: events at INFO and above, while a listener
+/// is there. Tracing caches this per call site, and the cache is rebuilt
+/// when the first listener arrives or the last one leaves: without a
+/// listener (and with the other layers quieter than INFO) a request costs
+/// no span and no event at all, not even a check. Spans are never asked
+/// for (the channel sends events only).
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt;
+/// use tracing_subscriber::Layer;
+/// let subscriber = tracing_subscriber::registry()
+///     .with(kallithea_trace::layer().with_filter(kallithea_trace::filter()));
+/// # drop(subscriber);
+/// ```
+pub fn filter<S: Subscriber>() -> impl tracing_subscriber::layer::Filter<S> + Send + Sync + 'static
+{
+    fn wanted(meta: &tracing::Metadata<'_>) -> bool {
+        !meta.is_span() && *meta.level() <= tracing::Level::INFO && listening()
+    }
+    tracing_subscriber::filter::dynamic_filter_fn(|meta, _| wanted(meta)).with_callsite_filter(
+        |meta| {
+            if wanted(meta) {
+                tracing::subscriber::Interest::always()
+            } else {
+                tracing::subscriber::Interest::never()
+            }
+        },
+    )
+}
+
+/// The tracing layer that sends every event to the listeners (pair it with
+/// [`filter`]).
 pub fn layer<S: Subscriber>() -> impl Layer<S> + Send + Sync + 'static {
     watch();
     TraceLayer
@@ -302,7 +345,8 @@ mod imp {
     fn forget(listener: &Path) {
         let mut l = LISTENERS.write().unwrap_or_else(|e| e.into_inner());
         l.retain(|p| p != listener);
-        super::ACTIVE.store(!l.is_empty(), Ordering::Relaxed);
+        // The watch's next scan settles `ACTIVE` (and tracing's interest
+        // cache, which must not be rebuilt from inside an event).
     }
 
     /// A bound listener socket.
@@ -492,18 +536,34 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kallithea-trace-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::env::set_var(DIR_ENV, &dir);
-        let subscriber = tracing_subscriber::registry().with(layer());
+        let subscriber = tracing_subscriber::registry()
+            .with(layer().with_filter(filter()))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_filter(tracing::level_filters::LevelFilter::WARN),
+            );
         let _guard = tracing::subscriber::set_default(subscriber);
         install_panic_hook();
 
         scan();
         assert!(!listening(), "no listener yet");
+        assert!(
+            !tracing::enabled!(tracing::Level::INFO),
+            "without a listener the layer asks for nothing"
+        );
+        assert!(tracing::info_span!("request").is_disabled());
         tracing::info!(target: "t", "unheard");
         assert_eq!(dropped(), 0, "nothing is even tried without a listener");
 
         let listener = Listener::bind(&dir).unwrap();
         scan();
         assert!(listening());
+        assert!(tracing::enabled!(tracing::Level::INFO));
+        assert!(!tracing::enabled!(tracing::Level::DEBUG));
+        assert!(
+            tracing::info_span!("request").is_disabled(),
+            "spans are never recorded for the trace channel"
+        );
         tracing::info!(target: "kallithea::test", answer = 42, "hello {}", "trace");
         let got = listener.recv(Duration::from_secs(2)).unwrap().unwrap();
         assert!(

@@ -13,11 +13,13 @@
 //!   completion);
 //! - after that, no call reaches IIS again: the ECB may be gone.
 
+use std::cell::RefCell;
 use std::ffi::{c_void, CStr};
 use std::io;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::LocalKey;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -67,6 +69,14 @@ struct Inner {
 unsafe impl Send for Inner {}
 // SAFETY: as above; every mutable state is behind a lock.
 unsafe impl Sync for Inner {}
+
+/// The per-thread buffers server variables are first read into.
+const SCRATCH_BYTES: usize = 4096;
+
+thread_local! {
+    static BYTES: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
+    static WIDE: RefCell<Vec<u16>> = RefCell::new(vec![0; SCRATCH_BYTES / 2]);
+}
 
 /// `HttpExtensionProc` has not returned and nothing asynchronous was started:
 /// the request may still end by the call's return value.
@@ -181,49 +191,64 @@ impl Connection {
         .unwrap_or((0, Bytes::new()))
     }
 
-    fn name(name: &str) -> Option<Vec<u8>> {
-        if name.bytes().any(|b| b == 0) {
-            return None;
-        }
-        let mut v = Vec::with_capacity(name.len() + 1);
-        v.extend_from_slice(name.as_bytes());
-        v.push(0);
-        Some(v)
-    }
-
     /// A server variable's raw value (without its terminating NUL), growing
     /// the buffer as `ERROR_INSUFFICIENT_BUFFER` asks; `None` when IIS does
     /// not know the variable or has no value for it.
     pub fn server_variable(&self, name: &str) -> Option<Vec<u8>> {
-        self.negotiate::<u8, 1024>(name)
+        self.negotiate(name, &BYTES)
     }
 
     /// A `UNICODE_` server variable (IIS returns UTF-16; sizes are in bytes),
     /// decoded; invalid UTF-16 is replaced, not dropped.
     pub fn unicode_server_variable(&self, name: &str) -> Option<String> {
-        let raw = self.negotiate::<u16, 256>(name)?;
+        let raw = self.negotiate(name, &WIDE)?;
         Some(String::from_utf16_lossy(&raw))
     }
 
     /// `GetServerVariable` into a buffer of `T` units (bytes, or UTF-16 for
     /// `UNICODE_` names; IIS counts sizes in bytes either way): first into
-    /// `N` units on the stack (most values fit), then into the size IIS asks
-    /// for.
-    fn negotiate<T: Copy + Default + PartialEq, const N: usize>(
+    /// the thread's scratch buffer (most values fit; a request asks for a
+    /// dozen variables, so it is reused rather than allocated and cleared
+    /// each time), then into the size IIS asks for.
+    fn negotiate<T: Copy + Default + PartialEq>(
         &self,
         name: &str,
+        scratch: &'static LocalKey<RefCell<Vec<T>>>,
     ) -> Option<Vec<T>> {
-        let mut name = Self::name(name)?;
-        let mut first = [T::default(); N];
-        let needed = match self.get_variable(&mut name, &mut first) {
-            Ok(n) => return Some(first[..n].to_vec()),
+        if name.bytes().any(|b| b == 0) {
+            return None;
+        }
+        let mut short = [0u8; 64];
+        let mut long = Vec::new();
+        let name: &mut [u8] = if name.len() < short.len() {
+            short[..name.len()].copy_from_slice(name.as_bytes());
+            &mut short[..=name.len()]
+        } else {
+            long.extend_from_slice(name.as_bytes());
+            long.push(0);
+            &mut long
+        };
+        let first = scratch.with(|buf| match buf.try_borrow_mut() {
+            Ok(mut buf) => self.get_variable(name, &mut buf).map(|n| buf[..n].to_vec()),
+            // Only if IIS called back into the extension from inside
+            // GetServerVariable; a fresh buffer then.
+            Err(_) => {
+                let mut own = vec![T::default(); SCRATCH_BYTES / std::mem::size_of::<T>()];
+                self.get_variable(name, &mut own).map(|n| {
+                    own.truncate(n);
+                    own
+                })
+            }
+        });
+        let needed = match first {
+            Ok(v) => return Some(v),
             Err(needed) => needed?,
         };
         let mut buf = vec![T::default(); needed];
         // The value may grow between calls (it does not in practice): a few
         // more tries, each with the size IIS asked for.
         for _ in 0..3 {
-            match self.get_variable(&mut name, &mut buf) {
+            match self.get_variable(name, &mut buf) {
                 Ok(n) => {
                     buf.truncate(n);
                     return Some(buf);

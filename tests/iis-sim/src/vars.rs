@@ -76,7 +76,8 @@ impl RequestInfo {
 
     fn header(&self, name: &str) -> Option<Vec<u8>> {
         let name = name.to_ascii_lowercase().replace('_', "-");
-        let mut values = self.headers.get_all(name.as_str()).iter();
+        let name = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
+        let mut values = self.headers.get_all(name).iter();
         let first = values.next()?;
         let mut out = first.as_bytes().to_vec();
         for v in values {
@@ -167,7 +168,11 @@ impl RequestInfo {
     /// in the code page with one NUL, the `UNICODE_` form in UTF-16LE with a
     /// two-byte NUL; `ERROR_INVALID_INDEX` for a name IIS does not know.
     pub(crate) fn lookup(&self, name: &str) -> Result<Vec<u8>, u32> {
-        let upper = name.to_ascii_uppercase();
+        let upper = if name.bytes().any(|b| b.is_ascii_lowercase()) {
+            std::borrow::Cow::Owned(name.to_ascii_uppercase())
+        } else {
+            std::borrow::Cow::Borrowed(name)
+        };
         match upper.strip_prefix("UNICODE_") {
             Some(base) => {
                 let text = match self.value(base).ok_or(ERROR_INVALID_INDEX)? {
@@ -180,6 +185,7 @@ impl RequestInfo {
             }
             None => {
                 let mut out = match self.value(&upper).ok_or(ERROR_INVALID_INDEX)? {
+                    Value::Text(t) if t.is_ascii() => t.into_bytes(),
                     Value::Text(t) => code_page(&t),
                     Value::Bytes(b) => b,
                 };

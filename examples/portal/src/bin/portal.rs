@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
         tracing_subscriber::registry()
             .with(tracing_subscriber::fmt::layer().with_filter(filter))
             // `kallithea trace` listeners see events and panics live.
-            .with(kallithea_trace::layer().with_filter(tracing::level_filters::LevelFilter::INFO))
+            .with(kallithea_trace::layer().with_filter(kallithea_trace::filter()))
             .init();
         kallithea_trace::install_panic_hook();
     }
