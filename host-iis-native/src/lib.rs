@@ -31,8 +31,10 @@
 //! - For each request IIS asks the factory for a `CHttpModule` and calls its
 //!   `OnExecuteRequestHandler`, which maps the request (method, raw URL,
 //!   headers and version from `HTTP_REQUEST`; connection facts and the
-//!   mount point from server variables; the user from `IHttpUser`), starts
-//!   it on the runtime and returns `RQ_NOTIFICATION_PENDING`. The body is
+//!   mount point from server variables; the user from `IHttpUser`), runs its
+//!   first step on the IIS thread and the rest on the runtime (as the ISAPI
+//!   extension does, `first_step_on_iis_thread`), returning
+//!   `RQ_NOTIFICATION_PENDING` when the app waits. The body is
 //!   read with asynchronous `ReadEntityBody`, the response written with
 //!   `SetStatus`, `SetHeader` and asynchronous `WriteEntityChunks`, each
 //!   completion arriving through `OnAsyncCompletion`. The request ends with

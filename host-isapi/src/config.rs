@@ -20,6 +20,7 @@ pub const ENV_PREFIX: &str = "KALLITHEA_ISAPI";
 /// ```toml
 /// worker_threads = 8        # the runtime's threads (default: the CPU count)
 /// drain_timeout = "30s"     # TerminateExtension waits this long for requests
+/// first_step_on_iis_thread = true  # see below
 ///
 /// [limits]
 /// max_body_bytes = 30000000
@@ -36,6 +37,16 @@ pub struct IsapiConfig {
     /// How long `TerminateExtension` lets in-flight requests run.
     #[serde(default = "default_drain", with = "duration")]
     pub drain_timeout: Duration,
+    /// Whether a request's first step (up to its first wait) runs on the
+    /// IIS thread that delivered it (default), or every request goes
+    /// straight to the runtime. The first step is usually the whole request
+    /// — map, route, answer from memory — and taking it on the IIS thread
+    /// spares two thread hand-offs; a request that waits continues on the
+    /// runtime and the IIS thread returns to IIS at that point. Turn it off
+    /// for an app that computes for long before its first `.await` (such
+    /// work would hold an IIS thread).
+    #[serde(default = "default_true")]
+    pub first_step_on_iis_thread: bool,
     /// Request limits.
     #[serde(default)]
     pub limits: Limits,
@@ -53,6 +64,10 @@ pub struct IsapiConfig {
 
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_filter() -> String {
@@ -133,6 +148,7 @@ mod tests {
             config::from_str("[app]\ndata_dir = 'd'\nadmins = ['a']\n", None, "T", []).unwrap();
         assert!(cfg.worker_threads >= 1);
         assert_eq!(cfg.drain_timeout, Duration::from_secs(30));
+        assert!(cfg.first_step_on_iis_thread);
         assert_eq!(cfg.app["data_dir"].as_str(), Some("d"));
     }
 

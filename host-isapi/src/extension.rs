@@ -201,7 +201,7 @@ impl Extension {
         }
         let module = module.unwrap_or_else(|| PathBuf::from(self.description));
         let loaded = config::load(&module);
-        let (log, filter, workers, drain) = match &loaded {
+        let (log, filter, workers, drain, inline) = match &loaded {
             Ok((_, cfg)) => (
                 cfg.log_file
                     .clone()
@@ -209,12 +209,16 @@ impl Extension {
                 cfg.log_filter.clone(),
                 cfg.worker_threads,
                 cfg.drain_timeout,
+                cfg.first_step_on_iis_thread,
             ),
+            // Requests only get the failure page until the configuration
+            // loads: nothing of the app runs on IIS threads meanwhile.
             Err(_) => (
                 config::default_log_path(&module),
                 DEFAULT_LOG_FILTER.to_owned(),
                 2,
                 Duration::from_secs(30),
+                false,
             ),
         };
         if filter != "off" {
@@ -224,7 +228,8 @@ impl Extension {
         // the watch restarts after a termination.
         kallithea_trace::install_panic_hook();
         kallithea_trace::start_watching();
-        let runtime = match ExtensionRuntime::start(workers) {
+        let runtime = ExtensionRuntime::start(workers).map(|rt| rt.first_step_on_caller(inline));
+        let runtime = match runtime {
             Ok(rt) => rt,
             Err(e) => {
                 append_log(

@@ -36,12 +36,17 @@
 //!   failure (details only to clients on the server itself), the failure is
 //!   logged, and start-up is retried with a growing back-off ([`startup`]).
 //! - `HttpExtensionProc` maps the request from server variables
-//!   (`kallithea_core::cgi`), returns `HSE_STATUS_PENDING` at once and runs
-//!   the app on the runtime: the body is read with asynchronous reads as the
-//!   app consumes it, the response goes out with
-//!   `HSE_REQ_SEND_RESPONSE_HEADER_EX` and asynchronous `WriteClient`s, and
-//!   `HSE_REQ_DONE_WITH_SESSION` ends every request exactly once. A client
-//!   that leaves cancels the app's future.
+//!   (`kallithea_core::cgi`) and runs the app in the runtime's context: its
+//!   first step (up to its first wait) on the IIS thread, the rest on the
+//!   runtime's threads, with the call returning `HSE_STATUS_PENDING` as soon
+//!   as the app waits ([`runtime`]; `first_step_on_iis_thread = false` hands
+//!   every request to the runtime at once). The body is read with
+//!   asynchronous reads as the app consumes it, the response goes out with
+//!   `HSE_REQ_SEND_RESPONSE_HEADER_EX` and `WriteClient`s (asynchronous, but
+//!   a short last piece synchronously). Every request ends exactly once: a
+//!   request that finished inside the call by the call's return value,
+//!   every other by `HSE_REQ_DONE_WITH_SESSION`. A client that leaves
+//!   cancels the app's future.
 //! - `TerminateExtension` drains in-flight requests for the configured time,
 //!   cancels the rest, and stops the runtime.
 //!

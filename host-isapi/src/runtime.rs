@@ -14,7 +14,8 @@
 //! (a body still arriving, a database, a timer, a long response) continues
 //! on the runtime, and the IIS thread returns at that point: it never waits
 //! on application I/O. An app that computes for long without awaiting
-//! holds an IIS thread for that time, as it would hold a runtime thread.
+//! holds an IIS thread for that time, as it would hold a runtime thread;
+//! such an app turns this off (`first_step_on_iis_thread = false`).
 //! Every spawned request's completion
 //! callback runs exactly once — when it finishes, panics, or is cancelled
 //! (client gone, or still running when the drain deadline passes) — which is
@@ -67,6 +68,8 @@ struct Tracker {
 /// A tokio runtime sized for the extension, with request accounting.
 pub struct ExtensionRuntime {
     runtime: tokio::runtime::Runtime,
+    /// [`spawn`](Self::spawn) polls a request once on the caller's thread.
+    first_step_on_caller: bool,
     accepting: AtomicBool,
     tracker: Arc<Tracker>,
 }
@@ -119,6 +122,7 @@ impl ExtensionRuntime {
             .build()?;
         Ok(ExtensionRuntime {
             runtime,
+            first_step_on_caller: true,
             accepting: AtomicBool::new(true),
             tracker: Arc::new(Tracker {
                 running: AtomicUsize::new(0),
@@ -126,6 +130,14 @@ impl ExtensionRuntime {
                 tasks: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// Whether [`spawn`](Self::spawn) takes a request's first step on the
+    /// calling thread (the default) or hands every request to the runtime
+    /// at once.
+    pub fn first_step_on_caller(mut self, yes: bool) -> Self {
+        self.first_step_on_caller = yes;
+        self
     }
 
     /// A handle to the runtime, for work that is not a request.
@@ -139,10 +151,13 @@ impl ExtensionRuntime {
     }
 
     /// Runs `request`: polled once on the calling thread (inside the
-    /// runtime's context), then, if it is not finished, on the runtime.
+    /// runtime's context), then, if it is not finished, on the runtime — or
+    /// all of it on the runtime, when [`first_step_on_caller`] is off.
     /// `done` runs exactly once with how it ended — before this returns when
     /// the first poll finished it (no task handle then). After termination
     /// began, returns [`Rejected`] without running either.
+    ///
+    /// [`first_step_on_caller`]: Self::first_step_on_caller
     pub fn spawn<F, D>(&self, request: F, done: D) -> Result<Option<AbortHandle>, Rejected>
     where
         F: Future<Output = ()> + Send + 'static,
@@ -157,7 +172,7 @@ impl ExtensionRuntime {
             tracker: Arc::clone(&self.tracker),
         };
         let mut request = Box::pin(kallithea_core::catch_unwind_future(request));
-        {
+        if self.first_step_on_caller {
             let _runtime = self.runtime.enter();
             // Whatever the first poll registers for wake-ups is registered
             // again by the task's first poll, with the task's waker.
@@ -360,6 +375,16 @@ mod tests {
             Outcome::Panicked("at once".into())
         );
         assert_eq!(rt.in_flight(), 0);
+
+        // Switched off, even a request with nothing to wait for runs on the
+        // runtime.
+        let rt = rt.first_step_on_caller(false);
+        let (tx, rx) = mpsc::channel();
+        assert!(rt.spawn(async {}, where_(tx)).unwrap().is_some());
+        let (outcome, thread, name) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(outcome, Outcome::Completed);
+        assert_ne!(thread, caller);
+        assert_eq!(name.as_deref(), Some("kallithea-isapi"));
     }
 
     #[test]

@@ -82,6 +82,11 @@ async fn route(req: Request<Body>) -> Response<Body> {
             .await
         }
         "/early" => text(StatusCode::OK, "early\n".into()),
+        // Where the app runs: the name of the thread that handled this.
+        "/thread" => text(
+            StatusCode::OK,
+            format!("{}\n", std::thread::current().name().unwrap_or("unnamed")),
+        ),
         "/panic" => panic!("conformance app panics on purpose"),
         _ => text(
             StatusCode::NOT_FOUND,

@@ -907,6 +907,45 @@ impl SimBody {
             fixed: Some(s.into()),
         }
     }
+
+    /// The body of a response whose writer is gone: what it wrote, in one
+    /// piece, unless a write carried an error (then it streams as it is).
+    fn settle(mut self) -> Self {
+        let Some(rx) = self.rx.as_mut() else {
+            return self;
+        };
+        if !rx.is_closed() {
+            // A write is still being delivered.
+            return self;
+        }
+        let mut chunks = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(Ok(chunk)) => chunks.push(chunk),
+                Ok(Err(e)) => {
+                    // Keep the failure for the client to see: put it back
+                    // behind what came before, in a fresh channel.
+                    let (tx, rx) = mpsc::channel(chunks.len() + 1);
+                    for c in chunks {
+                        let _ = tx.try_send(Ok(c));
+                    }
+                    let _ = tx.try_send(Err(e));
+                    return SimBody {
+                        rx: Some(rx),
+                        fixed: None,
+                    };
+                }
+                // No sender is left, so nothing more can come.
+                Err(_) => break,
+            }
+        }
+        let fixed = match chunks.len() {
+            0 => None,
+            1 => chunks.pop(),
+            _ => Some(chunks.concat().into()),
+        };
+        SimBody { rx: None, fixed }
+    }
 }
 
 impl http_body::Body for SimBody {
@@ -928,6 +967,14 @@ impl http_body::Body for SimBody {
 
     fn is_end_stream(&self) -> bool {
         self.fixed.is_none() && self.rx.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match (&self.fixed, &self.rx) {
+            (Some(b), None) => http_body::SizeHint::with_exact(b.len() as u64),
+            (None, None) => http_body::SizeHint::with_exact(0),
+            _ => http_body::SizeHint::default(),
+        }
     }
 }
 
@@ -1194,11 +1241,20 @@ async fn respond(
     };
     // What the DLL decided (fKeepConn in the header call, or the absence of
     // SetNeedDisconnect).
-    let keep = request.lock().keep_conn;
-    let mut response = Response::new(SimBody {
+    let (keep, ended) = {
+        let st = request.lock();
+        (st.keep_conn, st.done)
+    };
+    let mut body = SimBody {
         rx: Some(body_rx),
         fixed: None,
-    });
+    };
+    if ended {
+        // The whole response is here (the session ended, often inside the
+        // call): it leaves as one piece, as IIS sends a completed response.
+        body = body.settle();
+    }
+    let mut response = Response::new(body);
     *response.status_mut() = head.status;
     let h = response.headers_mut();
     for (n, v) in head.headers {

@@ -95,6 +95,7 @@ for_both_hosts!(
     keep_alive_follows_the_request_and_the_response,
     an_http2_body_without_a_declared_length_arrives_whole,
     a_short_last_piece_is_written_synchronously_and_the_rest_streams,
+    with_the_first_step_off_iis_threads_only_hand_requests_over,
 );
 
 async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle(package: &str) {
@@ -453,6 +454,14 @@ async fn a_short_last_piece_is_written_synchronously_and_the_rest_streams(packag
     );
     assert_eq!(after.ended_in_call - before.ended_in_call, 1, "{after:?}");
     assert_eq!(after.sessions_ended - before.sessions_ended, 1, "{after:?}");
+    conn.send(b"GET /thread HTTP/1.1\r\nHost: w\r\n\r\n")
+        .await
+        .unwrap();
+    let r = conn.read_response(false).await.unwrap();
+    assert_ne!(
+        r.body, b"kallithea-isapi\n",
+        "the app ran on the IIS thread"
+    );
 
     let total = 3 * 64 * 1024 + 1000;
     let before = sim.stats();
@@ -462,6 +471,14 @@ async fn a_short_last_piece_is_written_synchronously_and_the_rest_streams(packag
     let r = conn.read_response(false).await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), total);
+    // The session ends once the last write's completion is back, which may
+    // be just after the client has the last byte.
+    for _ in 0..500 {
+        if sim.stats().in_flight == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let after = sim.stats();
     assert!(
         after.async_writes - before.async_writes >= 3,
@@ -471,4 +488,29 @@ async fn a_short_last_piece_is_written_synchronously_and_the_rest_streams(packag
     assert_eq!(after.ended_in_call, before.ended_in_call, "{after:?}");
     assert_eq!(after.sessions_ended - before.sessions_ended, 1, "{after:?}");
     finish(sim).await;
+}
+
+/// `first_step_on_iis_thread = false`: IIS threads only hand requests over;
+/// the app runs on the runtime's threads. (A request may still end before
+/// the call returns, when the runtime is quick: then the call returns its
+/// final status, and no `DONE_WITH_SESSION` is sent.)
+async fn with_the_first_step_off_iis_threads_only_hand_requests_over(package: &str) {
+    use kallithea_conformance::client::RawConn;
+    let dll = install(
+        package,
+        "handover",
+        "worker_threads = 2\nfirst_step_on_iis_thread = false\n",
+    );
+    let sim = start(&dll, |_| {}).await;
+    let mut conn = RawConn::connect(sim.local_addr()).await.unwrap();
+    for _ in 0..3 {
+        conn.send(b"GET /thread HTTP/1.1\r\nHost: w\r\n\r\n")
+            .await
+            .unwrap();
+        let r = conn.read_response(false).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"kallithea-isapi\n", "the app ran on the runtime");
+    }
+    let stats = finish(sim).await;
+    assert_eq!(stats.sessions_ended, 3, "{stats:?}");
 }
