@@ -74,10 +74,8 @@ fn text(name: &'static str, bytes: Vec<u8>) -> Result<String, MappingError> {
 /// The user name from the host: the `UNICODE_` form when there is one (IIS
 /// converts it from UTF-16 without loss), else the plain form, which is in the
 /// system code page — taken as UTF-8 when it is valid, else as Latin-1.
-fn user_name(vars: &dyn ServerVariables, name: &'static str) -> Option<String> {
-    let unicode = vars
-        .get_unicode(&format!("UNICODE_{name}"))
-        .filter(|s| !s.is_empty());
+fn user_name(vars: &dyn ServerVariables, name: &str, unicode_name: &str) -> Option<String> {
+    let unicode = vars.get_unicode(unicode_name).filter(|s| !s.is_empty());
     unicode.or_else(|| {
         let raw = vars.get(name).filter(|b| !b.is_empty())?;
         Some(
@@ -211,8 +209,14 @@ pub fn host_facts(vars: &dyn ServerVariables) -> Result<HostFacts, MappingError>
     let mut kept = HostVariables::new();
     let mut user = None;
     for name in KEPT_VARIABLES {
-        let value = if matches!(*name, "REMOTE_USER" | "LOGON_USER" | "AUTH_USER") {
-            let found = user_name(vars, name);
+        let unicode_name = match *name {
+            "REMOTE_USER" => Some("UNICODE_REMOTE_USER"),
+            "LOGON_USER" => Some("UNICODE_LOGON_USER"),
+            "AUTH_USER" => Some("UNICODE_AUTH_USER"),
+            _ => None,
+        };
+        let value = if let Some(unicode_name) = unicode_name {
+            let found = user_name(vars, name, unicode_name);
             if *name == "REMOTE_USER" {
                 user.clone_from(&found);
             }

@@ -526,6 +526,9 @@ pub(crate) struct SimRequest {
     info: vars::RequestInfo,
     keep_alive_wanted: bool,
     disconnected: AtomicBool,
+    /// The session ended ([`SimRequest::done`]): set before the request
+    /// leaves the registry's tables.
+    ended: AtomicBool,
     written: AtomicU64,
     faults: Faults,
     state: Mutex<ReqState>,
@@ -551,6 +554,11 @@ impl SimRequest {
 
     pub(crate) fn server_variable(&self, name: &str) -> Result<Vec<u8>, u32> {
         self.info.lookup(name)
+    }
+
+    /// Whether the session has ended.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     pub(crate) fn wants_keep_alive(&self) -> bool {
@@ -822,6 +830,7 @@ impl SimRequest {
                 return Err(ERROR_INVALID_PARAMETER);
             }
             st.done = true;
+            self.ended.store(true, Ordering::Release);
             if let Some(s) = status {
                 st.keep_conn &= s == HSE_STATUS_SUCCESS_AND_KEEP_CONN;
             }
@@ -1133,6 +1142,7 @@ async fn serve(
         info,
         keep_alive_wanted,
         disconnected: AtomicBool::new(false),
+        ended: AtomicBool::new(false),
         written: AtomicU64::new(0),
         faults,
         state: Mutex::new(ReqState {
@@ -1368,6 +1378,7 @@ async fn handle_native(
         info,
         keep_alive_wanted,
         disconnected: AtomicBool::new(false),
+        ended: AtomicBool::new(false),
         written: AtomicU64::new(0),
         faults,
         state: Mutex::new(ReqState {
@@ -1634,6 +1645,7 @@ mod tests {
             info,
             keep_alive_wanted: true,
             disconnected: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
             written: AtomicU64::new(0),
             faults: Faults::default(),
             state: Mutex::new(ReqState::default()),

@@ -4,6 +4,7 @@
 //! handles are never reused, so a call with the handle of a finished request
 //! is caught and recorded as a violation instead of reaching freed memory.
 
+use std::cell::RefCell;
 use std::sync::{Arc, RwLock, Weak};
 
 use crate::{Shared, SimRequest};
@@ -33,8 +34,33 @@ pub(crate) fn lookup(conn: usize, what: &str) -> Option<Arc<SimRequest>> {
     lookup_with(conn, || what.to_owned())
 }
 
+thread_local! {
+    /// The request this thread looked up last: an extension makes its calls
+    /// for one request in a row, mostly on one thread (a dozen server
+    /// variables, the headers, a write), and the shared tables below are
+    /// contended between threads. A request that has ended is never served
+    /// from here: its calls go through the tables, which record them.
+    static LAST: RefCell<Option<(usize, Weak<SimRequest>)>> = const { RefCell::new(None) };
+}
+
 /// [`lookup`], naming the call only when a violation needs the name.
 pub(crate) fn lookup_with(conn: usize, what: impl FnOnce() -> String) -> Option<Arc<SimRequest>> {
+    let cached = LAST.with(|last| {
+        let last = last.borrow();
+        let (c, req) = last.as_ref()?;
+        (*c == conn).then(|| req.upgrade()).flatten()
+    });
+    if let Some(req) = cached.filter(|r| !r.has_ended()) {
+        return Some(req);
+    }
+    let found = lookup_in_tables(conn, what);
+    if let Some(req) = &found {
+        LAST.with(|last| *last.borrow_mut() = Some((conn, Arc::downgrade(req))));
+    }
+    found
+}
+
+fn lookup_in_tables(conn: usize, what: impl FnOnce() -> String) -> Option<Arc<SimRequest>> {
     let (sim, seq) = (conn >> SHIFT, conn & MASK);
     let shared = {
         let sims = SIMULATORS.read().unwrap_or_else(|e| e.into_inner());
