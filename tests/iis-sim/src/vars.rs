@@ -1,5 +1,6 @@
 //! Server variables, as IIS reports them to an extension.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use host_isapi::ffi::ERROR_INVALID_INDEX;
@@ -40,6 +41,14 @@ fn code_page(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// `bytes` and a terminating NUL, in one allocation.
+fn with_nul(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    out.extend_from_slice(bytes);
+    out.push(0);
+    out
+}
+
 fn protocol(v: Version) -> &'static str {
     match v {
         Version::HTTP_09 => "HTTP/0.9",
@@ -50,9 +59,10 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-enum Value {
-    Bytes(Vec<u8>),
-    Text(String),
+/// A variable's value: borrowed from the request where it is stored as is.
+enum Value<'a> {
+    Bytes(Cow<'a, [u8]>),
+    Text(Cow<'a, str>),
 }
 
 impl RequestInfo {
@@ -87,22 +97,24 @@ impl RequestInfo {
         Some(out)
     }
 
-    fn value(&self, name: &str) -> Option<Value> {
-        use Value::{Bytes, Text};
+    fn value(&self, name: &str) -> Option<Value<'_>> {
+        let text = |s: &'static str| Value::Text(Cow::Borrowed(s));
+        let owned = |s: String| Value::Text(Cow::Owned(s));
+        let bytes = |b: &[u8]| Value::Bytes(Cow::Owned(b.to_vec()));
         let user = |auth_user: bool| match &self.user {
-            Some(u) if !auth_user || !u.name.is_empty() => Text(u.name.clone()),
-            _ => Text(String::new()),
+            Some(u) if !auth_user || !u.name.is_empty() => Value::Text(Cow::Borrowed(&u.name)),
+            _ => text(""),
         };
         Some(match name {
-            "REQUEST_METHOD" => Text(self.method.clone()),
-            "HTTP_URL" => Bytes(self.target.clone()),
-            "URL" | "SCRIPT_NAME" | "PATH_INFO" => Bytes(self.path.clone()),
-            "QUERY_STRING" => Bytes(self.query.clone()),
-            "SERVER_PROTOCOL" => Text(protocol(self.version).into()),
-            "REMOTE_ADDR" | "REMOTE_HOST" => Text(self.remote.ip().to_string()),
-            "REMOTE_PORT" => Text(self.remote.port().to_string()),
-            "LOCAL_ADDR" => Text(self.local.ip().to_string()),
-            "SERVER_PORT" => Text(self.local.port().to_string()),
+            "REQUEST_METHOD" => Value::Text(Cow::Borrowed(&self.method)),
+            "HTTP_URL" => Value::Bytes(Cow::Borrowed(&self.target)),
+            "URL" | "SCRIPT_NAME" | "PATH_INFO" => Value::Bytes(Cow::Borrowed(&self.path)),
+            "QUERY_STRING" => Value::Bytes(Cow::Borrowed(&self.query)),
+            "SERVER_PROTOCOL" => text(protocol(self.version)),
+            "REMOTE_ADDR" | "REMOTE_HOST" => owned(self.remote.ip().to_string()),
+            "REMOTE_PORT" => owned(self.remote.port().to_string()),
+            "LOCAL_ADDR" => owned(self.local.ip().to_string()),
+            "SERVER_PORT" => owned(self.local.port().to_string()),
             "SERVER_NAME" => {
                 let host = self
                     .header("HOST")
@@ -112,31 +124,32 @@ impl RequestInfo {
                     Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
                     _ => host,
                 };
-                Text(name)
+                owned(name)
             }
-            "HTTPS" => Text("off".into()),
-            "SERVER_PORT_SECURE" => Text("0".into()),
-            "GATEWAY_INTERFACE" => Text("CGI/1.1".into()),
-            "SERVER_SOFTWARE" => Text("Microsoft-IIS/10.0 (kallithea iis-sim)".into()),
-            "AUTH_TYPE" => Text(
-                self.user
-                    .as_ref()
-                    .map_or(String::new(), |u| u.auth_type.clone()),
-            ),
+            "HTTPS" => text("off"),
+            "SERVER_PORT_SECURE" => text("0"),
+            "GATEWAY_INTERFACE" => text("CGI/1.1"),
+            "SERVER_SOFTWARE" => text("Microsoft-IIS/10.0 (kallithea iis-sim)"),
+            "AUTH_TYPE" => match &self.user {
+                Some(u) => Value::Text(Cow::Borrowed(&u.auth_type)),
+                None => text(""),
+            },
             "REMOTE_USER" | "LOGON_USER" => user(false),
             "AUTH_USER" => user(true),
-            "APPL_MD_PATH" => Text(format!(
+            "APPL_MD_PATH" => owned(format!(
                 "/LM/W3SVC/{}/ROOT{}",
                 self.site_id,
                 if self.vdir == "/" { "" } else { &self.vdir }
             )),
-            "APPL_PHYSICAL_PATH" => Text(self.physical_path.clone()),
-            "INSTANCE_ID" => Text(self.site_id.to_string()),
-            "CONTENT_LENGTH" => Bytes(
-                self.header("CONTENT_LENGTH")
-                    .unwrap_or_else(|| b"0".to_vec()),
-            ),
-            "CONTENT_TYPE" => Bytes(self.header("CONTENT_TYPE").unwrap_or_default()),
+            "APPL_PHYSICAL_PATH" => Value::Text(Cow::Borrowed(&self.physical_path)),
+            "INSTANCE_ID" => owned(self.site_id.to_string()),
+            "CONTENT_LENGTH" => match self.header("CONTENT_LENGTH") {
+                Some(v) => Value::Bytes(Cow::Owned(v)),
+                None => bytes(b"0"),
+            },
+            "CONTENT_TYPE" => {
+                Value::Bytes(Cow::Owned(self.header("CONTENT_TYPE").unwrap_or_default()))
+            }
             "ALL_RAW" => {
                 let mut out = Vec::new();
                 for (n, v) in &self.headers {
@@ -145,7 +158,7 @@ impl RequestInfo {
                     out.extend_from_slice(v.as_bytes());
                     out.extend_from_slice(b"\r\n");
                 }
-                Bytes(out)
+                Value::Bytes(Cow::Owned(out))
             }
             "ALL_HTTP" => {
                 let mut out = Vec::new();
@@ -158,9 +171,9 @@ impl RequestInfo {
                     out.extend_from_slice(v.as_bytes());
                     out.push(b'\n');
                 }
-                Bytes(out)
+                Value::Bytes(Cow::Owned(out))
             }
-            other => Bytes(self.header(other.strip_prefix("HTTP_")?)?),
+            other => Value::Bytes(Cow::Owned(self.header(other.strip_prefix("HTTP_")?)?)),
         })
     }
 
@@ -175,22 +188,25 @@ impl RequestInfo {
         };
         match upper.strip_prefix("UNICODE_") {
             Some(base) => {
-                let text = match self.value(base).ok_or(ERROR_INVALID_INDEX)? {
-                    Value::Text(t) => t,
-                    Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
+                let value = self.value(base).ok_or(ERROR_INVALID_INDEX)?;
+                let text = match &value {
+                    Value::Text(t) => Cow::Borrowed(t.as_ref()),
+                    Value::Bytes(b) => String::from_utf8_lossy(b),
                 };
-                let mut out: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+                let mut out = Vec::with_capacity(2 * text.len() + 2);
+                for unit in text.encode_utf16() {
+                    out.extend_from_slice(&unit.to_le_bytes());
+                }
                 out.extend_from_slice(&[0, 0]);
                 Ok(out)
             }
             None => {
-                let mut out = match self.value(&upper).ok_or(ERROR_INVALID_INDEX)? {
-                    Value::Text(t) if t.is_ascii() => t.into_bytes(),
-                    Value::Text(t) => code_page(&t),
-                    Value::Bytes(b) => b,
-                };
-                out.push(0);
-                Ok(out)
+                let value = self.value(&upper).ok_or(ERROR_INVALID_INDEX)?;
+                Ok(match value {
+                    Value::Text(t) if t.is_ascii() => with_nul(t.as_bytes()),
+                    Value::Text(t) => with_nul(&code_page(&t)),
+                    Value::Bytes(b) => with_nul(&b),
+                })
             }
         }
     }
