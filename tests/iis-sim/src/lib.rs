@@ -1077,7 +1077,8 @@ async fn serve(
         ));
     };
     if let Loaded::Native(_) = instance.lib {
-        return Ok(handle_native(shared, instance, parts, body, remote, local, user).await);
+        drop(instance);
+        return Ok(handle_native(shared, parts, body, remote, local, user).await);
     }
 
     // Read ahead, as IIS does before calling the extension.
@@ -1135,6 +1136,18 @@ async fn serve(
         preloaded,
     });
     let ecb = storage.ptr();
+    // The request joins the books under the instance's lock: a recycle,
+    // which waits for every request of the old instance, must not miss one
+    // that holds the old instance but is not registered yet. (During a
+    // recycle this waits, and the request goes to the new instance.)
+    drop(instance);
+    let slot = shared.instance.read().await;
+    let Some(instance) = slot.clone() else {
+        return Ok(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "HTTP Error 503 - the extension is not loaded",
+        ));
+    };
     let request = Arc::new(SimRequest {
         seq,
         generation: instance.generation,
@@ -1160,6 +1173,7 @@ async fn serve(
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .insert(seq, Arc::clone(&request));
+    drop(slot);
     shared.counters.requests.fetch_add(1, Ordering::AcqRel);
     let mut guard = DisconnectGuard(Some(Arc::clone(&request)));
 
@@ -1301,7 +1315,6 @@ fn cook_path(path: &str) -> String {
 /// until the final status.
 async fn handle_native(
     shared: Arc<Shared>,
-    instance: Arc<Instance>,
     parts: http::request::Parts,
     body: Incoming,
     remote: SocketAddr,
@@ -1370,6 +1383,14 @@ async fn handle_native(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    // Registered under the instance's lock, as in `serve`.
+    let slot = shared.instance.read().await;
+    let Some(instance) = slot.clone() else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "HTTP Error 503 - the module is not loaded",
+        );
+    };
     let generation = instance.generation;
     let request = Arc::new(SimRequest {
         seq,
@@ -1403,6 +1424,7 @@ async fn handle_native(
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .insert(seq, Arc::clone(&request));
+    drop(slot);
     shared.counters.requests.fetch_add(1, Ordering::AcqRel);
     let guard = DisconnectGuard(Some(Arc::clone(&request)));
 

@@ -27,8 +27,26 @@ fn dll(package: &str) -> PathBuf {
 }
 
 /// A private copy of `package`'s DLL in its own folder, with `config`
-/// beside it.
-fn install(package: &str, test: &str, config: &str) -> PathBuf {
+/// beside it. The folder goes when this does (declare it before the
+/// simulator, so that it outlives it).
+struct Installed(PathBuf);
+
+impl std::ops::Deref for Installed {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn install(package: &str, test: &str, config: &str) -> Installed {
     let dir =
         std::env::temp_dir().join(format!("iis-host-{}-{package}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -36,7 +54,7 @@ fn install(package: &str, test: &str, config: &str) -> PathBuf {
     let copy = dir.join("app.so");
     std::fs::copy(dll(package), &copy).unwrap();
     std::fs::write(dir.join("app.toml"), config).unwrap();
-    copy
+    Installed(copy)
 }
 
 async fn start(dll: &Path, tune: impl FnOnce(&mut Config)) -> RunningSimulator {
