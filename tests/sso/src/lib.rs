@@ -334,6 +334,23 @@ impl Drop for Server {
     }
 }
 
+/// The environment that runs a program with its clock moved by `offset`
+/// (`"+10m"`): libfaketime preloaded into the program itself. (The
+/// `faketime` command would run it as a child of its own, which outlives a
+/// kill of the command.)
+pub fn faketime(offset: &str) -> [(&'static str, String); 2] {
+    let lib = std::fs::read_dir("/usr/lib")
+        .expect("/usr/lib")
+        .flatten()
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.is_file())
+        .expect("libfaketime (Debian package faketime) is installed");
+    [
+        ("LD_PRELOAD", lib.display().to_string()),
+        ("FAKETIME", offset.to_owned()),
+    ]
+}
+
 /// Removes terminal colour sequences (`ESC [ … m`).
 pub fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

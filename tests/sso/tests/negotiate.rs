@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use kallithea_sso_tests::{
-    as_alice, build_bin, build_cdylib, curl, temp_dir, write, Realm, Server,
+    as_alice, build_bin, build_cdylib, curl, faketime, temp_dir, write, Realm, Server,
 };
 
 fn sso_client() -> &'static str {
@@ -27,7 +27,7 @@ fn start_portal_with(
     dir: &Path,
     keytab: &Path,
     principal: Option<&str>,
-    wrapper: &[&str],
+    env: &[(&str, String)],
 ) -> Server {
     let portal = build_bin("kallithea-portal", "portal", &["negotiate"]);
     let config = dir.join("portal.toml");
@@ -42,15 +42,9 @@ fn start_portal_with(
             principal = principal.map_or(String::new(), |p| format!("principal = {p:?}\n")),
         ),
     );
-    let mut cmd = match wrapper.split_first() {
-        None => Command::new(portal),
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(portal);
-            c
-        }
-    };
+    let mut cmd = Command::new(portal);
     cmd.arg("--config").arg(&config).env("RUST_LOG", "info");
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     realm.server(&mut cmd);
     Server::start(cmd, dir.join("portal.log"), "portal: serving on")
 }
@@ -292,13 +286,7 @@ fn a_keytab_without_the_service_and_a_skewed_clock_are_refused_with_their_reason
 
     // The server's clock ten minutes ahead (Kerberos allows five).
     let skewed = temp_dir("hyper-skew");
-    let portal = start_portal_with(
-        &realm,
-        &skewed,
-        &realm.keytab(),
-        None,
-        &["faketime", "-f", "+10m"],
-    );
+    let portal = start_portal_with(&realm, &skewed, &realm.keytab(), None, &faketime("+10m"));
     let url = format!("{}/api/whoami", portal.base);
     let reply = as_alice(&realm, &[&url]);
     assert_eq!(reply.status, 401, "{reply:?}");
