@@ -1069,15 +1069,9 @@ async fn serve(
     local: SocketAddr,
     user: Option<WindowsUser>,
 ) -> Result<Response<SimBody>, Infallible> {
-    let instance = shared.instance.read().await.clone();
-    let Some(instance) = instance else {
-        return Ok(plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "HTTP Error 503 - the extension is not loaded",
-        ));
-    };
-    if let Loaded::Native(_) = instance.lib {
-        drop(instance);
+    // The kind of DLL is fixed by its file; the instance itself is taken
+    // once, when the request registers.
+    if shared.native_module.load(Ordering::Acquire) {
         return Ok(handle_native(shared, parts, body, remote, local, user).await);
     }
 
@@ -1140,7 +1134,6 @@ async fn serve(
     // which waits for every request of the old instance, must not miss one
     // that holds the old instance but is not registered yet. (During a
     // recycle this waits, and the request goes to the new instance.)
-    drop(instance);
     let slot = shared.instance.read().await;
     let Some(instance) = slot.clone() else {
         return Ok(plain(
