@@ -24,6 +24,14 @@ impl ServerVariables for Connection {
     fn get_unicode(&self, name: &str) -> Option<String> {
         self.unicode_server_variable(name)
     }
+
+    fn append(&self, name: &str, out: &mut Vec<u8>) -> bool {
+        self.append_server_variable(name, out)
+    }
+
+    fn append_unicode(&self, name: &str, out: &mut String) -> bool {
+        self.append_unicode_server_variable(name, out)
+    }
 }
 
 impl IisRequest for Connection {

@@ -6,6 +6,7 @@
 //! [`status_line`] convert headers and statuses to and from the text forms the
 //! IIS interfaces use (`ALL_RAW`, `HSE_SEND_HEADER_EX_INFO`).
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
@@ -15,6 +16,12 @@ use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use crate::{AuthScheme, ConnectionInfo, HostVariables, Identity, PathBase};
 
 /// Where a host reads server variables from.
+///
+/// The mapping reads variables through [`append`](Self::append) and
+/// [`append_unicode`](Self::append_unicode) into a few buffers it reuses
+/// for the whole request, so a host that can copy a value straight from its
+/// own buffer should override those two; their defaults go through
+/// [`get`](Self::get) and [`get_unicode`](Self::get_unicode).
 pub trait ServerVariables {
     /// The value of a plain variable, in the bytes the host gives (IIS: the
     /// system code page), or `None` if the host does not know it.
@@ -23,6 +30,40 @@ pub trait ServerVariables {
     /// The value of a `UNICODE_` variable, decoded from the host's UTF-16, or
     /// `None` if the host does not know it.
     fn get_unicode(&self, name: &str) -> Option<String>;
+
+    /// Appends the value of a plain variable to `out` and returns `true`, or
+    /// returns `false` with `out` unchanged if the host does not know it.
+    fn append(&self, name: &str, out: &mut Vec<u8>) -> bool {
+        match self.get(name) {
+            Some(value) => {
+                out.extend_from_slice(&value);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Appends the decoded value of a `UNICODE_` variable to `out` and
+    /// returns `true`, or returns `false` with `out` unchanged if the host
+    /// does not know it.
+    fn append_unicode(&self, name: &str, out: &mut String) -> bool {
+        match self.get_unicode(name) {
+            Some(value) => {
+                out.push_str(&value);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Appends UTF-16 `units` (a `UNICODE_` variable as IIS returns it) to
+/// `out`, replacing invalid sequences with U+FFFD as
+/// [`String::from_utf16_lossy`] does.
+pub fn push_utf16_lossy(out: &mut String, units: &[u16]) {
+    out.extend(
+        char::decode_utf16(units.iter().copied()).map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER)),
+    );
 }
 
 /// The variables kept as [`HostVariables`] for plugins and apps.
@@ -64,25 +105,42 @@ pub struct MappedRequest {
     pub parts: http::request::Parts,
 }
 
-fn text(name: &'static str, bytes: Vec<u8>) -> Result<String, MappingError> {
-    String::from_utf8(bytes).map_err(|_| MappingError::Invalid {
+fn text<'a>(name: &'static str, bytes: &'a [u8]) -> Result<&'a str, MappingError> {
+    std::str::from_utf8(bytes).map_err(|_| MappingError::Invalid {
         name,
         why: "not text".into(),
     })
 }
 
-/// The user name from the host: the `UNICODE_` form when there is one (IIS
-/// converts it from UTF-16 without loss), else the plain form, which is in the
-/// system code page — taken as UTF-8 when it is valid, else as Latin-1.
-fn user_name(vars: &dyn ServerVariables, name: &str, unicode_name: &str) -> Option<String> {
-    let unicode = vars.get_unicode(unicode_name).filter(|s| !s.is_empty());
-    unicode.or_else(|| {
-        let raw = vars.get(name).filter(|b| !b.is_empty())?;
-        Some(
-            String::from_utf8(raw)
-                .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| char::from(b)).collect()),
-        )
-    })
+/// Appends the user name from the host to `out` as UTF-8: the `UNICODE_`
+/// form when there is one (IIS converts it from UTF-16 without loss), else
+/// the plain form, which is in the system code page — taken as UTF-8 when
+/// it is valid, else as Latin-1. `false` (and `out` unchanged) when the host
+/// reports no name or an empty one.
+fn user_name(
+    vars: &dyn ServerVariables,
+    name: &str,
+    unicode_name: &str,
+    out: &mut Vec<u8>,
+    text: &mut String,
+) -> bool {
+    text.clear();
+    if vars.append_unicode(unicode_name, text) && !text.is_empty() {
+        out.extend_from_slice(text.as_bytes());
+        return true;
+    }
+    let start = out.len();
+    if !vars.append(name, out) || out.len() == start {
+        out.truncate(start);
+        return false;
+    }
+    if std::str::from_utf8(&out[start..]).is_err() {
+        text.clear();
+        text.extend(out[start..].iter().map(|&b| char::from(b)));
+        out.truncate(start);
+        out.extend_from_slice(text.as_bytes());
+    }
+    true
 }
 
 /// Parses `APPL_MD_PATH` (`/LM/W3SVC/1/ROOT/portal`) into the application's
@@ -97,25 +155,33 @@ pub fn path_base_from_metabase(appl_md_path: &str) -> Option<PathBase> {
     PathBase::new(rest).ok()
 }
 
+/// `addr` and `port` as a socket address, read through `scratch`.
 fn socket(
     vars: &dyn ServerVariables,
     addr: &'static str,
     port: &'static str,
+    scratch: &mut Vec<u8>,
 ) -> Result<SocketAddr, MappingError> {
-    let ip = text(addr, vars.get(addr).ok_or(MappingError::Missing(addr))?)?;
+    scratch.clear();
+    if !vars.append(addr, scratch) {
+        return Err(MappingError::Missing(addr));
+    }
+    let ip = text(addr, scratch)?;
     let ip: IpAddr = ip.trim().parse().map_err(|_| MappingError::Invalid {
         name: addr,
         why: format!("{ip:?} is not an IP address"),
     })?;
-    let port = match vars.get(port) {
-        None => 0,
-        Some(p) => text(port, p)?
+    scratch.clear();
+    let port = if vars.append(port, scratch) {
+        text(port, scratch)?
             .trim()
             .parse()
             .map_err(|_| MappingError::Invalid {
                 name: port,
                 why: "not a port number".into(),
-            })?,
+            })?
+    } else {
+        0
     };
     Ok(SocketAddr::new(ip, port))
 }
@@ -138,39 +204,52 @@ pub fn request_from_server_variables(
         name: "REQUEST_METHOD",
         why: format!("{method:?} is not a method"),
     })?;
-    let target = match vars.get("HTTP_URL").filter(|u| !u.is_empty()) {
-        Some(url) => url,
-        None => {
-            let mut url = vars.get("URL").ok_or(MappingError::Missing("HTTP_URL"))?;
-            if let Some(q) = vars.get("QUERY_STRING").filter(|q| !q.is_empty()) {
-                url.push(b'?');
-                url.extend_from_slice(&q);
-            }
-            url
+    // The target and the kept variables go into one buffer that the URI and
+    // the `HostVariables` share once it is frozen; the variables that are
+    // only parsed go through a second one, reused. (A dozen variables per
+    // request, each its own allocation or two, were a measurable part of an
+    // in-process request.)
+    let mut arena = Vec::with_capacity(512);
+    let mut scratch = Vec::with_capacity(256);
+    if !vars.append("HTTP_URL", &mut arena) || arena.is_empty() {
+        arena.clear();
+        if !vars.append("URL", &mut arena) {
+            return Err(MappingError::Missing("HTTP_URL"));
         }
+        if vars.append("QUERY_STRING", &mut scratch) && !scratch.is_empty() {
+            arena.push(b'?');
+            arena.extend_from_slice(&scratch);
+        }
+    }
+    let target = arena.len();
+    scratch.clear();
+    vars.append("SERVER_PROTOCOL", &mut scratch);
+    let version = match scratch.as_slice() {
+        b"HTTP/1.0" => Version::HTTP_10,
+        b"HTTP/2" | b"HTTP/2.0" => Version::HTTP_2,
+        b"HTTP/3" => Version::HTTP_3,
+        b"HTTP/0.9" => Version::HTTP_09,
+        _ => Version::HTTP_11,
     };
-    let uri = Uri::from_maybe_shared(Bytes::from(target)).map_err(|e| MappingError::Invalid {
+    scratch.clear();
+    let headers = if vars.append("ALL_RAW", &mut scratch) {
+        parse_header_block(&scratch)?
+    } else {
+        HeaderMap::new()
+    };
+    let facts = RawFacts::read(vars, &mut arena, &mut scratch)?;
+    let arena = Bytes::from(arena);
+    let uri = Uri::from_maybe_shared(arena.slice(..target)).map_err(|e| MappingError::Invalid {
         name: "HTTP_URL",
         why: e.to_string(),
     })?;
-    let version = match vars.get("SERVER_PROTOCOL").as_deref() {
-        Some(b"HTTP/1.0") => Version::HTTP_10,
-        Some(b"HTTP/2") | Some(b"HTTP/2.0") => Version::HTTP_2,
-        Some(b"HTTP/3") => Version::HTTP_3,
-        Some(b"HTTP/0.9") => Version::HTTP_09,
-        _ => Version::HTTP_11,
-    };
-    let headers = match vars.get("ALL_RAW") {
-        Some(block) => parse_header_block(&block)?,
-        None => HeaderMap::new(),
-    };
 
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
     parts.version = version;
     parts.headers = headers;
-    host_facts(vars)?.apply(&mut parts.extensions);
+    facts.finish(&arena).apply(&mut parts.extensions);
     Ok(MappedRequest { parts })
 }
 
@@ -206,56 +285,95 @@ impl HostFacts {
 /// Reads the [`HostFacts`] from server variables, asking for each variable
 /// once (every call crosses into the host).
 pub fn host_facts(vars: &dyn ServerVariables) -> Result<HostFacts, MappingError> {
-    let mut kept = HostVariables::new();
-    let mut user = None;
-    for name in KEPT_VARIABLES {
-        let unicode_name = match *name {
-            "REMOTE_USER" => Some("UNICODE_REMOTE_USER"),
-            "LOGON_USER" => Some("UNICODE_LOGON_USER"),
-            "AUTH_USER" => Some("UNICODE_AUTH_USER"),
-            _ => None,
-        };
-        let value = if let Some(unicode_name) = unicode_name {
-            let found = user_name(vars, name, unicode_name);
-            if *name == "REMOTE_USER" {
-                user.clone_from(&found);
+    let mut arena = Vec::with_capacity(256);
+    let facts = RawFacts::read(vars, &mut arena, &mut Vec::new())?;
+    Ok(facts.finish(&Bytes::from(arena)))
+}
+
+/// [`HostFacts`] whose kept variables are still ranges of a buffer being
+/// filled.
+struct RawFacts {
+    kept: [Option<std::ops::Range<usize>>; KEPT_VARIABLES.len()],
+    user: Option<String>,
+    remote: SocketAddr,
+    local: SocketAddr,
+}
+
+impl RawFacts {
+    /// Appends the kept variables to `arena`; `scratch` for the rest.
+    fn read(
+        vars: &dyn ServerVariables,
+        arena: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<RawFacts, MappingError> {
+        let mut kept: [Option<std::ops::Range<usize>>; KEPT_VARIABLES.len()] = Default::default();
+        let mut user = None;
+        let mut text = String::new();
+        for (slot, name) in kept.iter_mut().zip(KEPT_VARIABLES) {
+            let unicode_name = match *name {
+                "REMOTE_USER" => Some("UNICODE_REMOTE_USER"),
+                "LOGON_USER" => Some("UNICODE_LOGON_USER"),
+                "AUTH_USER" => Some("UNICODE_AUTH_USER"),
+                _ => None,
+            };
+            let start = arena.len();
+            let found = match unicode_name {
+                Some(unicode_name) => user_name(vars, name, unicode_name, arena, &mut text),
+                None => vars.append(name, arena),
+            };
+            if found {
+                if *name == "REMOTE_USER" {
+                    // Checked UTF-8 by `user_name`.
+                    user = std::str::from_utf8(&arena[start..]).ok().map(str::to_owned);
+                }
+                *slot = Some(start..arena.len());
             }
-            found.map(String::into_bytes)
-        } else {
-            vars.get(name)
+        }
+        Ok(RawFacts {
+            kept,
+            user,
+            remote: socket(vars, "REMOTE_ADDR", "REMOTE_PORT", scratch)?,
+            local: socket(vars, "LOCAL_ADDR", "SERVER_PORT", scratch)?,
+        })
+    }
+
+    /// The facts, the kept variables sharing `arena`.
+    fn finish(self, arena: &Bytes) -> HostFacts {
+        let mut kept = HostVariables::with_capacity(KEPT_VARIABLES.len());
+        for (range, name) in self.kept.into_iter().zip(KEPT_VARIABLES) {
+            if let Some(range) = range {
+                kept.push_unique(name, arena.slice(range));
+            }
+        }
+        let connection = ConnectionInfo {
+            remote: self.remote,
+            local: self.local,
+            secure: kept
+                .get("HTTPS")
+                .is_some_and(|v| v.eq_ignore_ascii_case(b"on")),
+            proxy: None,
         };
-        if let Some(v) = value {
-            kept.insert(name, v);
+        let path_base = kept
+            .get_str("APPL_MD_PATH")
+            .and_then(path_base_from_metabase)
+            .filter(|b| !b.is_root());
+        let identity = self.user.map(|user| {
+            let scheme = kept
+                .get_str("AUTH_TYPE")
+                .filter(|t| !t.trim().is_empty())
+                .map_or(
+                    AuthScheme::Other("unknown".into()),
+                    AuthScheme::from_host_name,
+                );
+            Identity::from_host(user, scheme)
+        });
+        HostFacts {
+            connection,
+            path_base,
+            variables: kept,
+            identity,
         }
     }
-    let connection = ConnectionInfo {
-        remote: socket(vars, "REMOTE_ADDR", "REMOTE_PORT")?,
-        local: socket(vars, "LOCAL_ADDR", "SERVER_PORT")?,
-        secure: kept
-            .get("HTTPS")
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"on")),
-        proxy: None,
-    };
-    let path_base = kept
-        .get_str("APPL_MD_PATH")
-        .and_then(path_base_from_metabase)
-        .filter(|b| !b.is_root());
-    let identity = user.map(|user| {
-        let scheme = kept
-            .get_str("AUTH_TYPE")
-            .filter(|t| !t.trim().is_empty())
-            .map_or(
-                AuthScheme::Other("unknown".into()),
-                AuthScheme::from_host_name,
-            );
-        Identity::from_host(user, scheme)
-    });
-    Ok(HostFacts {
-        connection,
-        path_base,
-        variables: kept,
-        identity,
-    })
 }
 
 /// Parses a raw header block (`ALL_RAW`: `Name: value` lines ending in CRLF;
@@ -267,9 +385,10 @@ pub fn parse_header_block(block: &[u8]) -> Result<HeaderMap, MappingError> {
         why,
     };
     let mut headers = HeaderMap::new();
-    let mut last: Option<(HeaderName, Vec<u8>)> = None;
+    // A value is copied only when a continuation line extends it.
+    let mut last: Option<(HeaderName, Cow<'_, [u8]>)> = None;
     let flush = |headers: &mut HeaderMap,
-                 entry: Option<(HeaderName, Vec<u8>)>|
+                 entry: Option<(HeaderName, Cow<'_, [u8]>)>|
      -> Result<(), MappingError> {
         if let Some((name, value)) = entry {
             let value = HeaderValue::from_bytes(value.trim_ascii())
@@ -287,6 +406,7 @@ pub fn parse_header_block(block: &[u8]) -> Result<HeaderMap, MappingError> {
             let (_, value) = last
                 .as_mut()
                 .ok_or_else(|| bad("a continuation line comes first".into()))?;
+            let value = value.to_mut();
             value.push(b' ');
             value.extend_from_slice(line.trim_ascii());
             continue;
@@ -304,7 +424,7 @@ pub fn parse_header_block(block: &[u8]) -> Result<HeaderMap, MappingError> {
                 String::from_utf8_lossy(&line[..colon])
             ))
         })?;
-        last = Some((name, line[colon + 1..].to_vec()));
+        last = Some((name, Cow::Borrowed(&line[colon + 1..])));
     }
     flush(&mut headers, last)?;
     Ok(headers)
@@ -375,6 +495,83 @@ mod tests {
             self.asked.borrow_mut().push(name.to_owned());
             self.unicode.get(name).cloned()
         }
+    }
+
+    /// A host that copies values into the mapping's buffers and has no
+    /// `get`: the mapping must read everything through `append`.
+    struct Appending(Vars);
+
+    impl ServerVariables for Appending {
+        fn get(&self, name: &str) -> Option<Vec<u8>> {
+            panic!("get({name}) instead of append")
+        }
+        fn get_unicode(&self, name: &str) -> Option<String> {
+            panic!("get_unicode({name}) instead of append_unicode")
+        }
+        fn append(&self, name: &str, out: &mut Vec<u8>) -> bool {
+            self.0
+                .plain
+                .get(name)
+                .map(|v| out.extend_from_slice(v))
+                .is_some()
+        }
+        fn append_unicode(&self, name: &str, out: &mut String) -> bool {
+            self.0.unicode.get(name).map(|v| out.push_str(v)).is_some()
+        }
+    }
+
+    #[test]
+    fn values_read_into_shared_buffers_come_out_whole_and_in_place() {
+        let mut v = Vars::base();
+        v.plain.insert("AUTH_TYPE", b"Negotiate".to_vec());
+        v.plain.insert("LOGON_USER", b"EXAMPLE\\j\xf6rg".to_vec());
+        v.unicode
+            .insert("UNICODE_REMOTE_USER", "EXAMPLE\\jörg.ünal".into());
+        v.plain.insert("INSTANCE_ID", b"7".to_vec());
+        let via_get = request_from_server_variables(&v, "GET").unwrap().parts;
+        let r = request_from_server_variables(&Appending(v), "GET")
+            .unwrap()
+            .parts;
+        assert_eq!(r.uri, via_get.uri);
+        assert_eq!(r.uri.query(), Some("x=1&y=%2F"));
+        assert_eq!(r.headers, via_get.headers);
+        assert_eq!(r.identity().unwrap().name(), "EXAMPLE\\jörg.ünal");
+        let vars: Vec<(String, Vec<u8>)> = r
+            .host_variables()
+            .unwrap()
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_vec()))
+            .collect();
+        let expected: Vec<(String, Vec<u8>)> = [
+            ("AUTH_TYPE", "Negotiate"),
+            ("REMOTE_USER", "EXAMPLE\\jörg.ünal"),
+            ("LOGON_USER", "EXAMPLE\\jörg"),
+            ("APPL_MD_PATH", "/LM/W3SVC/1/ROOT/portal"),
+            ("HTTPS", "on"),
+            ("INSTANCE_ID", "7"),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v.as_bytes().to_vec()))
+        .collect();
+        assert_eq!(vars, expected);
+        let same: Vec<(String, Vec<u8>)> = via_get
+            .host_variables()
+            .unwrap()
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_vec()))
+            .collect();
+        assert_eq!(vars, same);
+        assert_eq!(r.path_base().as_str(), "/portal");
+        assert!(r.connection_info().unwrap().secure);
+    }
+
+    #[test]
+    fn utf16_is_appended_with_bad_units_replaced() {
+        let mut out = String::from("EXAMPLE\\");
+        let units: Vec<u16> = "jörg 張".encode_utf16().chain([0xD800, 0x41]).collect();
+        push_utf16_lossy(&mut out, &units);
+        assert_eq!(out, "EXAMPLE\\jörg 張\u{FFFD}A");
+        assert_eq!(out[8..], String::from_utf16_lossy(&units));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Trusted facts from the host, kept apart from client headers.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 /// Name → value facts the host supplies about a request (IIS server variables
@@ -11,13 +13,27 @@ use bytes::Bytes;
 /// code page; hosts store UTF-8 where they have it.
 #[derive(Clone, Debug, Default)]
 pub struct HostVariables {
-    entries: Vec<(Box<str>, Bytes)>,
+    entries: Vec<(Cow<'static, str>, Bytes)>,
 }
 
 impl HostVariables {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty set with room for `n` variables.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    /// Adds `name`, which the caller knows is not in the set yet, without
+    /// copying it.
+    pub(crate) fn push_unique(&mut self, name: &'static str, value: Bytes) {
+        debug_assert!(self.get(name).is_none(), "{name} twice");
+        self.entries.push((Cow::Borrowed(name), value));
     }
 
     /// Sets `name` to `value`, replacing an earlier value of the same name.
@@ -29,7 +45,7 @@ impl HostVariables {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
         {
             Some(entry) => entry.1 = value,
-            None => self.entries.push((name.into(), value)),
+            None => self.entries.push((Cow::Owned(name.into()), value)),
         }
     }
 

@@ -265,14 +265,28 @@ impl Shared {
         })
     }
 
-    /// A server variable through the narrow or wide `GetServerVariable`.
-    fn variable<T: Copy + Default + PartialEq>(&self, name: &str, slot: Slot) -> Option<Vec<T>> {
+    /// A server variable through the narrow or wide `GetServerVariable`,
+    /// handed to `take` without its terminating NUL while IIS's copy is
+    /// borrowed.
+    fn variable<T: Copy + Default + PartialEq, R>(
+        &self,
+        name: &str,
+        slot: Slot,
+        take: impl FnOnce(&[T]) -> R,
+    ) -> Option<R> {
         if name.bytes().any(|b| b == 0) {
             return None;
         }
-        let mut name_z = Vec::with_capacity(name.len() + 1);
-        name_z.extend_from_slice(name.as_bytes());
-        name_z.push(0);
+        let mut short = [0u8; 64];
+        let mut long = Vec::new();
+        let name_z: &[u8] = if name.len() < short.len() {
+            short[..name.len()].copy_from_slice(name.as_bytes());
+            &short[..=name.len()]
+        } else {
+            long.extend_from_slice(name.as_bytes());
+            long.push(0);
+            &long
+        };
         self.live(|| {
             let mut value: *const T = ptr::null();
             let mut len: DWORD = 0;
@@ -287,11 +301,9 @@ impl Shared {
             }
             // SAFETY: `len` characters at `value`, owned by IIS for the
             // request's life.
-            let mut v = unsafe { std::slice::from_raw_parts(value, len as usize) }.to_vec();
-            if v.last() == Some(&T::default()) {
-                v.pop();
-            }
-            Some(v)
+            let v = unsafe { std::slice::from_raw_parts(value, len as usize) };
+            let v = v.strip_suffix(&[T::default()]).unwrap_or(v);
+            Some(take(v))
         })
         .flatten()
     }
@@ -428,14 +440,31 @@ pub(crate) struct NativeRequest {
 impl ServerVariables for NativeRequest {
     fn get(&self, name: &str) -> Option<Vec<u8>> {
         self.shared
-            .variable::<u8>(name, CONTEXT_GET_SERVER_VARIABLE)
+            .variable(name, CONTEXT_GET_SERVER_VARIABLE, <[u8]>::to_vec)
     }
 
     fn get_unicode(&self, name: &str) -> Option<String> {
-        let v = self
-            .shared
-            .variable::<u16>(name, CONTEXT_GET_SERVER_VARIABLE_WIDE)?;
-        Some(String::from_utf16_lossy(&v))
+        self.shared.variable(
+            name,
+            CONTEXT_GET_SERVER_VARIABLE_WIDE,
+            String::from_utf16_lossy,
+        )
+    }
+
+    fn append(&self, name: &str, out: &mut Vec<u8>) -> bool {
+        self.shared
+            .variable(name, CONTEXT_GET_SERVER_VARIABLE, |v: &[u8]| {
+                out.extend_from_slice(v)
+            })
+            .is_some()
+    }
+
+    fn append_unicode(&self, name: &str, out: &mut String) -> bool {
+        self.shared
+            .variable(name, CONTEXT_GET_SERVER_VARIABLE_WIDE, |v: &[u16]| {
+                kallithea_core::cgi::push_utf16_lossy(out, v)
+            })
+            .is_some()
     }
 }
 

@@ -195,26 +195,46 @@ impl Connection {
     /// the buffer as `ERROR_INSUFFICIENT_BUFFER` asks; `None` when IIS does
     /// not know the variable or has no value for it.
     pub fn server_variable(&self, name: &str) -> Option<Vec<u8>> {
-        self.negotiate(name, &BYTES)
+        self.negotiate(name, &BYTES, <[u8]>::to_vec)
+    }
+
+    /// Appends a server variable's raw value to `out`; `false` (and `out`
+    /// unchanged) when IIS has none. Copies from the thread's scratch buffer:
+    /// no allocation unless `out` must grow or the value is larger than the
+    /// scratch buffer.
+    pub fn append_server_variable(&self, name: &str, out: &mut Vec<u8>) -> bool {
+        self.negotiate(name, &BYTES, |v| out.extend_from_slice(v))
+            .is_some()
     }
 
     /// A `UNICODE_` server variable (IIS returns UTF-16; sizes are in bytes),
     /// decoded; invalid UTF-16 is replaced, not dropped.
     pub fn unicode_server_variable(&self, name: &str) -> Option<String> {
-        let raw = self.negotiate(name, &WIDE)?;
-        Some(String::from_utf16_lossy(&raw))
+        self.negotiate(name, &WIDE, String::from_utf16_lossy)
+    }
+
+    /// Appends a decoded `UNICODE_` server variable to `out`, as
+    /// [`unicode_server_variable`](Self::unicode_server_variable) decodes it;
+    /// `false` (and `out` unchanged) when IIS has none.
+    pub fn append_unicode_server_variable(&self, name: &str, out: &mut String) -> bool {
+        self.negotiate(name, &WIDE, |v: &[u16]| {
+            kallithea_core::cgi::push_utf16_lossy(out, v)
+        })
+        .is_some()
     }
 
     /// `GetServerVariable` into a buffer of `T` units (bytes, or UTF-16 for
-    /// `UNICODE_` names; IIS counts sizes in bytes either way): first into
-    /// the thread's scratch buffer (most values fit; a request asks for a
-    /// dozen variables, so it is reused rather than allocated and cleared
-    /// each time), then into the size IIS asks for.
-    fn negotiate<T: Copy + Default + PartialEq>(
+    /// `UNICODE_` names; IIS counts sizes in bytes either way), the value
+    /// (without its NUL) handed to `take`: first into the thread's scratch
+    /// buffer (most values fit; a request asks for a dozen variables, so it
+    /// is reused rather than allocated and cleared each time), then into
+    /// the size IIS asks for.
+    fn negotiate<T: Copy + Default + PartialEq, R>(
         &self,
         name: &str,
         scratch: &'static LocalKey<RefCell<Vec<T>>>,
-    ) -> Option<Vec<T>> {
+        take: impl FnOnce(&[T]) -> R,
+    ) -> Option<R> {
         if name.bytes().any(|b| b == 0) {
             return None;
         }
@@ -228,31 +248,26 @@ impl Connection {
             long.push(0);
             &mut long
         };
+        let mut take = Some(take);
         let first = scratch.with(|buf| match buf.try_borrow_mut() {
-            Ok(mut buf) => self.get_variable(name, &mut buf).map(|n| buf[..n].to_vec()),
+            Ok(mut buf) => self
+                .get_variable(name, &mut buf)
+                .map(|n| take.take().map(|take| take(&buf[..n]))),
             // Only if IIS called back into the extension from inside
-            // GetServerVariable; a fresh buffer then.
-            Err(_) => {
-                let mut own = vec![T::default(); SCRATCH_BYTES / std::mem::size_of::<T>()];
-                self.get_variable(name, &mut own).map(|n| {
-                    own.truncate(n);
-                    own
-                })
-            }
+            // GetServerVariable: a fresh buffer then.
+            Err(_) => Err(Some(SCRATCH_BYTES / std::mem::size_of::<T>())),
         });
         let needed = match first {
-            Ok(v) => return Some(v),
+            Ok(v) => return v,
             Err(needed) => needed?,
         };
+        let take = take?;
         let mut buf = vec![T::default(); needed];
         // The value may grow between calls (it does not in practice): a few
         // more tries, each with the size IIS asked for.
         for _ in 0..3 {
             match self.get_variable(name, &mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Some(buf);
-                }
+                Ok(n) => return Some(take(&buf[..n])),
                 Err(Some(needed)) if needed > buf.len() => buf = vec![T::default(); needed],
                 Err(_) => return None,
             }

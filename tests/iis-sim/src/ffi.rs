@@ -3,7 +3,7 @@
 //! `unsafe` code; everything it receives from the extension is turned into
 //! safe values before the rest of the simulator sees it.
 
-use std::ffi::{c_void, CStr, CString};
+use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
@@ -104,7 +104,7 @@ unsafe impl Sync for EcbPtr {}
 /// The ECB and everything it points to, owned together.
 pub(crate) struct EcbStorage {
     ecb: Box<EXTENSION_CONTROL_BLOCK>,
-    _strings: Vec<CString>,
+    _strings: Vec<u8>,
     _preloaded: Vec<u8>,
 }
 
@@ -123,20 +123,25 @@ pub(crate) struct EcbFields<'a> {
     pub preloaded: Vec<u8>,
 }
 
-fn c_string(bytes: &[u8]) -> CString {
-    let clean: Vec<u8> = bytes.iter().copied().filter(|&b| b != 0).collect();
-    CString::new(clean).expect("NULs were removed")
-}
-
 impl EcbStorage {
     pub(crate) fn new(f: EcbFields<'_>) -> EcbStorage {
-        let strings = vec![
-            c_string(f.method.as_bytes()),
-            c_string(f.query),
-            c_string(f.path_info),
-            c_string(f.path_translated.as_bytes()),
-            c_string(f.content_type),
+        // The ECB's strings, NUL-terminated one after the other in one
+        // buffer (any NUL inside a value dropped).
+        let fields: [&[u8]; 5] = [
+            f.method.as_bytes(),
+            f.query,
+            f.path_info,
+            f.path_translated.as_bytes(),
+            f.content_type,
         ];
+        let mut strings = Vec::with_capacity(fields.iter().map(|s| s.len() + 1).sum());
+        let mut starts = [0usize; 5];
+        for (start, field) in starts.iter_mut().zip(fields) {
+            *start = strings.len();
+            strings.extend(field.iter().copied().filter(|&b| b != 0));
+            strings.push(0);
+        }
+        let at = |i: usize| strings[starts[i]..].as_ptr() as LPSTR;
         let mut preloaded = f.preloaded;
         let ecb = Box::new(EXTENSION_CONTROL_BLOCK {
             cbSize: std::mem::size_of::<EXTENSION_CONTROL_BLOCK>() as DWORD,
@@ -144,10 +149,10 @@ impl EcbStorage {
             ConnID: f.conn_id as HCONN,
             dwHttpStatusCode: 200,
             lpszLogData: [0; HSE_LOG_BUFFER_LEN],
-            lpszMethod: strings[0].as_ptr() as LPSTR,
-            lpszQueryString: strings[1].as_ptr() as LPSTR,
-            lpszPathInfo: strings[2].as_ptr() as LPSTR,
-            lpszPathTranslated: strings[3].as_ptr() as LPSTR,
+            lpszMethod: at(0),
+            lpszQueryString: at(1),
+            lpszPathInfo: at(2),
+            lpszPathTranslated: at(3),
             cbTotalBytes: f.total,
             cbAvailable: preloaded.len() as DWORD,
             lpbData: if preloaded.is_empty() {
@@ -155,7 +160,7 @@ impl EcbStorage {
             } else {
                 preloaded.as_mut_ptr()
             },
-            lpszContentType: strings[4].as_ptr() as LPSTR,
+            lpszContentType: at(4),
             GetServerVariable: Some(get_server_variable),
             WriteClient: Some(write_client),
             ReadClient: Some(read_client),
@@ -253,6 +258,11 @@ fn guarded(f: impl FnOnce() -> BOOL) -> BOOL {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| fail(ERROR_INVALID_PARAMETER))
 }
 
+thread_local! {
+    /// `GetServerVariable`'s value before it is copied out.
+    static VALUE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 unsafe extern "system" fn get_server_variable(
     conn: HCONN,
     name: LPSTR,
@@ -268,20 +278,31 @@ unsafe extern "system" fn get_server_variable(
         }
         // SAFETY: the extension passes a NUL-terminated name.
         let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
-        let value = match req.server_variable(&name) {
-            Ok(v) => v,
-            Err(code) => return fail(code),
-        };
-        // SAFETY: `size` points to the buffer's size, readable and writable.
-        let room = unsafe { *size } as usize;
-        // SAFETY: as above.
-        unsafe { *size = value.len() as DWORD };
-        if room < value.len() || buffer.is_null() {
-            return fail(ERROR_INSUFFICIENT_BUFFER);
-        }
-        // SAFETY: the buffer holds `room` >= value.len() writable bytes.
-        unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), buffer.cast(), value.len()) };
-        TRUE
+        VALUE.with(|value| {
+            // A value is built in this thread's buffer (a request asks for a
+            // dozen); a fresh one only if the extension's code somehow
+            // called back in while it is in use.
+            let mut own = Vec::new();
+            let mut borrowed = value.try_borrow_mut();
+            let value = match &mut borrowed {
+                Ok(value) => &mut **value,
+                Err(_) => &mut own,
+            };
+            if let Err(code) = req.server_variable_into(&name, value) {
+                return fail(code);
+            }
+            // SAFETY: `size` points to the buffer's size, readable and
+            // writable.
+            let room = unsafe { *size } as usize;
+            // SAFETY: as above.
+            unsafe { *size = value.len() as DWORD };
+            if room < value.len() || buffer.is_null() {
+                return fail(ERROR_INSUFFICIENT_BUFFER);
+            }
+            // SAFETY: the buffer holds `room` >= value.len() writable bytes.
+            unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), buffer.cast(), value.len()) };
+            TRUE
+        })
     })
 }
 

@@ -556,6 +556,11 @@ impl SimRequest {
         self.info.lookup(name)
     }
 
+    /// [`server_variable`](Self::server_variable) into `out`.
+    pub(crate) fn server_variable_into(&self, name: &str, out: &mut Vec<u8>) -> Result<(), u32> {
+        self.info.lookup_into(name, out)
+    }
+
     /// Whether the session has ended.
     pub(crate) fn has_ended(&self) -> bool {
         self.ended.load(Ordering::Acquire)
@@ -1807,6 +1812,54 @@ mod tests {
             req.server_variable("HTTP_X_MISSING").unwrap_err(),
             host_isapi::ffi::ERROR_INVALID_INDEX
         );
+    }
+
+    #[test]
+    fn computed_variables_describe_the_request() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (_shared, req) = request(&rt);
+        let mut info = req.info.clone_for_test();
+        for (n, v) in [
+            ("host", "example.test:8080"),
+            ("x-multi", "one"),
+            ("x-multi", "two"),
+            ("content-type", "text/plain"),
+        ] {
+            info.headers.append(n, v.parse().unwrap());
+        }
+        info.remote = "[2001:db8::7]:50123".parse().unwrap();
+        info.vdir = "/portal".into();
+        info.site_id = 3;
+        fn text(info: &vars::RequestInfo, name: &str) -> String {
+            let mut v = info.lookup(name).unwrap();
+            assert_eq!(v.pop(), Some(0), "{name} ends in one NUL");
+            String::from_utf8(v).unwrap()
+        }
+        assert_eq!(text(&info, "SERVER_NAME"), "example.test");
+        assert_eq!(text(&info, "REMOTE_ADDR"), "2001:db8::7");
+        assert_eq!(text(&info, "REMOTE_PORT"), "50123");
+        assert_eq!(text(&info, "SERVER_PORT"), "2");
+        assert_eq!(text(&info, "APPL_MD_PATH"), "/LM/W3SVC/3/ROOT/portal");
+        assert_eq!(text(&info, "INSTANCE_ID"), "3");
+        assert_eq!(text(&info, "HTTP_X_MULTI"), "one,two");
+        assert_eq!(text(&info, "CONTENT_TYPE"), "text/plain");
+        assert_eq!(text(&info, "CONTENT_LENGTH"), "0");
+        assert_eq!(
+            text(&info, "ALL_HTTP"),
+            "HTTP_HOST:example.test:8080\nHTTP_X_MULTI:one\nHTTP_X_MULTI:two\nHTTP_CONTENT_TYPE:text/plain\n"
+        );
+        assert_eq!(
+            text(&info, "ALL_RAW"),
+            "host: example.test:8080\r\nx-multi: one\r\nx-multi: two\r\ncontent-type: text/plain\r\n"
+        );
+        // A bracketed IPv6 host without a port keeps its colons.
+        info.headers
+            .insert("host", "[2001:db8::1]".parse().unwrap());
+        assert_eq!(text(&info, "SERVER_NAME"), "[2001:db8::1]");
+        // The scratch buffer is cleared between lookups.
+        let mut out = b"left over".to_vec();
+        info.lookup_into("INSTANCE_ID", &mut out).unwrap();
+        assert_eq!(out, b"3\0");
     }
 
     #[test]

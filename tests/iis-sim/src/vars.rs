@@ -26,27 +26,27 @@ pub(crate) struct RequestInfo {
     pub physical_path: String,
 }
 
-/// A string in the system code page: Windows-1252's Latin-1 part as is,
+/// Appends `s` in the system code page: Windows-1252's Latin-1 part as is,
 /// everything else as `?` (what `WideCharToMultiByte` does with a default
 /// character).
-fn code_page(s: &str) -> Vec<u8> {
-    s.chars()
-        .map(|c| {
-            if (c as u32) < 0x100 {
-                c as u32 as u8
-            } else {
-                b'?'
-            }
-        })
-        .collect()
+fn push_code_page(out: &mut Vec<u8>, s: &str) {
+    out.extend(s.chars().map(|c| {
+        if (c as u32) < 0x100 {
+            c as u32 as u8
+        } else {
+            b'?'
+        }
+    }));
 }
 
-/// `bytes` and a terminating NUL, in one allocation.
-fn with_nul(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + 1);
-    out.extend_from_slice(bytes);
-    out.push(0);
-    out
+/// Whether header `name` (lower case, as `http` stores it) is the one a
+/// CGI-style name (`CONTENT_TYPE`, `X_CUSTOM`) stands for.
+fn header_matches(name: &str, cgi: &str) -> bool {
+    name.len() == cgi.len()
+        && name.bytes().zip(cgi.bytes()).all(|(h, c)| match c {
+            b'_' => h == b'-',
+            c => h == c.to_ascii_lowercase(),
+        })
 }
 
 fn protocol(v: Version) -> &'static str {
@@ -59,10 +59,18 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-/// A variable's value: borrowed from the request where it is stored as is.
-enum Value<'a> {
-    Bytes(Cow<'a, [u8]>),
-    Text(Cow<'a, str>),
+/// What a variable's value is before `GetServerVariable` encodes it.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// UTF-8 text: the plain form is in the code page.
+    Text,
+    /// Bytes as the client sent them: the plain form is as is.
+    Bytes,
+}
+
+thread_local! {
+    /// A variable's value before it is encoded (`UNICODE_` forms).
+    static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl RequestInfo {
@@ -84,96 +92,132 @@ impl RequestInfo {
         }
     }
 
-    fn header(&self, name: &str) -> Option<Vec<u8>> {
-        let name = name.to_ascii_lowercase().replace('_', "-");
-        let name = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
-        let mut values = self.headers.get_all(name).iter();
-        let first = values.next()?;
-        let mut out = first.as_bytes().to_vec();
-        for v in values {
-            out.extend_from_slice(b",");
-            out.extend_from_slice(v.as_bytes());
+    /// Appends the values of the header a CGI-style name stands for,
+    /// joined by commas; `false` if the request has none.
+    fn header(&self, cgi: &str, out: &mut Vec<u8>) -> bool {
+        let mut found = false;
+        for (name, value) in &self.headers {
+            if header_matches(name.as_str(), cgi) {
+                if found {
+                    out.push(b',');
+                }
+                out.extend_from_slice(value.as_bytes());
+                found = true;
+            }
         }
-        Some(out)
+        found
     }
 
-    fn value(&self, name: &str) -> Option<Value<'_>> {
-        let text = |s: &'static str| Value::Text(Cow::Borrowed(s));
-        let owned = |s: String| Value::Text(Cow::Owned(s));
-        let bytes = |b: &[u8]| Value::Bytes(Cow::Owned(b.to_vec()));
-        let user = |auth_user: bool| match &self.user {
-            Some(u) if !auth_user || !u.name.is_empty() => Value::Text(Cow::Borrowed(&u.name)),
-            _ => text(""),
+    /// Appends the value of variable `name` (upper case, no `UNICODE_`
+    /// prefix) to `out`; `None` for a name IIS does not know.
+    fn value(&self, name: &str, out: &mut Vec<u8>) -> Option<Kind> {
+        use std::io::Write as _;
+        let mut text = |s: &str| {
+            out.extend_from_slice(s.as_bytes());
+            Kind::Text
         };
         Some(match name {
-            "REQUEST_METHOD" => Value::Text(Cow::Borrowed(&self.method)),
-            "HTTP_URL" => Value::Bytes(Cow::Borrowed(&self.target)),
-            "URL" | "SCRIPT_NAME" | "PATH_INFO" => Value::Bytes(Cow::Borrowed(&self.path)),
-            "QUERY_STRING" => Value::Bytes(Cow::Borrowed(&self.query)),
-            "SERVER_PROTOCOL" => text(protocol(self.version)),
-            "REMOTE_ADDR" | "REMOTE_HOST" => owned(self.remote.ip().to_string()),
-            "REMOTE_PORT" => owned(self.remote.port().to_string()),
-            "LOCAL_ADDR" => owned(self.local.ip().to_string()),
-            "SERVER_PORT" => owned(self.local.port().to_string()),
-            "SERVER_NAME" => {
-                let host = self
-                    .header("HOST")
-                    .map(|h| String::from_utf8_lossy(&h).into_owned())
-                    .unwrap_or_else(|| self.local.ip().to_string());
-                let name = match host.rsplit_once(':') {
-                    Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
-                    _ => host,
-                };
-                owned(name)
+            "REQUEST_METHOD" => text(&self.method),
+            "HTTP_URL" => {
+                out.extend_from_slice(&self.target);
+                Kind::Bytes
             }
+            "URL" | "SCRIPT_NAME" | "PATH_INFO" => {
+                out.extend_from_slice(&self.path);
+                Kind::Bytes
+            }
+            "QUERY_STRING" => {
+                out.extend_from_slice(&self.query);
+                Kind::Bytes
+            }
+            "SERVER_PROTOCOL" => text(protocol(self.version)),
             "HTTPS" => text("off"),
             "SERVER_PORT_SECURE" => text("0"),
             "GATEWAY_INTERFACE" => text("CGI/1.1"),
             "SERVER_SOFTWARE" => text("Microsoft-IIS/10.0 (kallithea iis-sim)"),
-            "AUTH_TYPE" => match &self.user {
-                Some(u) => Value::Text(Cow::Borrowed(&u.auth_type)),
-                None => text(""),
-            },
-            "REMOTE_USER" | "LOGON_USER" => user(false),
-            "AUTH_USER" => user(true),
-            "APPL_MD_PATH" => owned(format!(
-                "/LM/W3SVC/{}/ROOT{}",
-                self.site_id,
-                if self.vdir == "/" { "" } else { &self.vdir }
-            )),
-            "APPL_PHYSICAL_PATH" => Value::Text(Cow::Borrowed(&self.physical_path)),
-            "INSTANCE_ID" => owned(self.site_id.to_string()),
-            "CONTENT_LENGTH" => match self.header("CONTENT_LENGTH") {
-                Some(v) => Value::Bytes(Cow::Owned(v)),
-                None => bytes(b"0"),
-            },
+            "AUTH_TYPE" => text(self.user.as_ref().map_or("", |u| &u.auth_type)),
+            "REMOTE_USER" | "LOGON_USER" => text(self.user.as_ref().map_or("", |u| &u.name)),
+            "AUTH_USER" => text(self.user.as_ref().map_or("", |u| &u.name)),
+            "APPL_PHYSICAL_PATH" => text(&self.physical_path),
+            // Writing to a Vec cannot fail.
+            "REMOTE_ADDR" | "REMOTE_HOST" => {
+                let _ = write!(out, "{}", self.remote.ip());
+                Kind::Text
+            }
+            "REMOTE_PORT" => {
+                let _ = write!(out, "{}", self.remote.port());
+                Kind::Text
+            }
+            "LOCAL_ADDR" => {
+                let _ = write!(out, "{}", self.local.ip());
+                Kind::Text
+            }
+            "SERVER_PORT" => {
+                let _ = write!(out, "{}", self.local.port());
+                Kind::Text
+            }
+            "INSTANCE_ID" => {
+                let _ = write!(out, "{}", self.site_id);
+                Kind::Text
+            }
+            "APPL_MD_PATH" => {
+                let vdir = if self.vdir == "/" { "" } else { &self.vdir };
+                let _ = write!(out, "/LM/W3SVC/{}/ROOT{vdir}", self.site_id);
+                Kind::Text
+            }
+            "SERVER_NAME" => {
+                let start = out.len();
+                if self.header("HOST", out) {
+                    // Without the port.
+                    if let Some(colon) = out[start..].iter().rposition(|&b| b == b':') {
+                        if out[start + colon + 1..].iter().all(u8::is_ascii_digit) {
+                            out.truncate(start + colon);
+                        }
+                    }
+                    Kind::Bytes
+                } else {
+                    let _ = write!(out, "{}", self.local.ip());
+                    Kind::Text
+                }
+            }
+            "CONTENT_LENGTH" => {
+                if !self.header("CONTENT_LENGTH", out) {
+                    out.push(b'0');
+                }
+                Kind::Bytes
+            }
             "CONTENT_TYPE" => {
-                Value::Bytes(Cow::Owned(self.header("CONTENT_TYPE").unwrap_or_default()))
+                self.header("CONTENT_TYPE", out);
+                Kind::Bytes
             }
             "ALL_RAW" => {
-                let mut out = Vec::new();
                 for (n, v) in &self.headers {
                     out.extend_from_slice(n.as_str().as_bytes());
                     out.extend_from_slice(b": ");
                     out.extend_from_slice(v.as_bytes());
                     out.extend_from_slice(b"\r\n");
                 }
-                Value::Bytes(Cow::Owned(out))
+                Kind::Bytes
             }
             "ALL_HTTP" => {
-                let mut out = Vec::new();
                 for (n, v) in &self.headers {
                     out.extend_from_slice(b"HTTP_");
-                    out.extend_from_slice(
-                        n.as_str().to_ascii_uppercase().replace('-', "_").as_bytes(),
-                    );
+                    out.extend(n.as_str().bytes().map(|b| match b {
+                        b'-' => b'_',
+                        b => b.to_ascii_uppercase(),
+                    }));
                     out.push(b':');
                     out.extend_from_slice(v.as_bytes());
                     out.push(b'\n');
                 }
-                Value::Bytes(Cow::Owned(out))
+                Kind::Bytes
             }
-            other => Value::Bytes(Cow::Owned(self.header(other.strip_prefix("HTTP_")?)?)),
+            other => {
+                if !self.header(other.strip_prefix("HTTP_")?, out) {
+                    return None;
+                }
+                Kind::Bytes
+            }
         })
     }
 
@@ -181,32 +225,47 @@ impl RequestInfo {
     /// in the code page with one NUL, the `UNICODE_` form in UTF-16LE with a
     /// two-byte NUL; `ERROR_INVALID_INDEX` for a name IIS does not know.
     pub(crate) fn lookup(&self, name: &str) -> Result<Vec<u8>, u32> {
+        let mut out = Vec::new();
+        self.lookup_into(name, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`lookup`](Self::lookup) into `out` (cleared first), reusing its
+    /// room.
+    pub(crate) fn lookup_into(&self, name: &str, out: &mut Vec<u8>) -> Result<(), u32> {
+        out.clear();
         let upper = if name.bytes().any(|b| b.is_ascii_lowercase()) {
-            std::borrow::Cow::Owned(name.to_ascii_uppercase())
+            Cow::Owned(name.to_ascii_uppercase())
         } else {
-            std::borrow::Cow::Borrowed(name)
+            Cow::Borrowed(name)
         };
         match upper.strip_prefix("UNICODE_") {
-            Some(base) => {
-                let value = self.value(base).ok_or(ERROR_INVALID_INDEX)?;
-                let text = match &value {
-                    Value::Text(t) => Cow::Borrowed(t.as_ref()),
-                    Value::Bytes(b) => String::from_utf8_lossy(b),
+            Some(base) => RAW.with(|raw| {
+                let mut own = Vec::new();
+                let mut borrowed = raw.try_borrow_mut();
+                let raw = match &mut borrowed {
+                    Ok(raw) => &mut **raw,
+                    Err(_) => &mut own,
                 };
-                let mut out = Vec::with_capacity(2 * text.len() + 2);
+                raw.clear();
+                self.value(base, raw).ok_or(ERROR_INVALID_INDEX)?;
+                let text = String::from_utf8_lossy(raw);
+                out.reserve(2 * text.len() + 2);
                 for unit in text.encode_utf16() {
                     out.extend_from_slice(&unit.to_le_bytes());
                 }
                 out.extend_from_slice(&[0, 0]);
-                Ok(out)
-            }
+                Ok(())
+            }),
             None => {
-                let value = self.value(&upper).ok_or(ERROR_INVALID_INDEX)?;
-                Ok(match value {
-                    Value::Text(t) if t.is_ascii() => with_nul(t.as_bytes()),
-                    Value::Text(t) => with_nul(&code_page(&t)),
-                    Value::Bytes(b) => with_nul(&b),
-                })
+                let kind = self.value(&upper, out).ok_or(ERROR_INVALID_INDEX)?;
+                if kind == Kind::Text && !out.is_ascii() {
+                    let text = String::from_utf8_lossy(out).into_owned();
+                    out.clear();
+                    push_code_page(out, &text);
+                }
+                out.push(0);
+                Ok(())
             }
         }
     }

@@ -66,7 +66,8 @@ async fn backend() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn load(addr: SocketAddr, connections: usize, seconds: u64) -> (f64, u64) {
+/// Runs the load: requests per second, requests done, requests failed.
+async fn load(addr: SocketAddr, connections: usize, seconds: u64) -> (f64, u64, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -108,8 +109,26 @@ async fn load(addr: SocketAddr, connections: usize, seconds: u64) -> (f64, u64) 
     let n = done.load(Ordering::Relaxed);
     (
         n as f64 / started.elapsed().as_secs_f64(),
+        n,
         failed.load(Ordering::Relaxed),
     )
+}
+
+/// CPU time (user and system) `pid` has used so far, in seconds, where
+/// the system says (`/proc` on Linux; its clock ticks are 1/100 s there).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
+}
+
+/// CPU seconds used by `pids` together.
+fn cpu_of(pids: &[u32]) -> Option<f64> {
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
 }
 
 /// One column of the benchmark.
@@ -239,11 +258,20 @@ async fn main() -> ExitCode {
     println!(
         "iis-bench: GET {PATH}, {connections} connections, {rounds} rounds of {seconds} s each"
     );
+    // Both processes' CPU time, around each run: what a request costs in
+    // CPU is steadier on a shared machine than what it gets done per second.
+    let pids = [std::process::id(), child.id()];
     let mut results = vec![Vec::new(); sides.len()];
+    let mut cpu = vec![Vec::new(); sides.len()];
     for round in 1..=rounds {
         let mut line = format!("round {round}:");
-        for (side, results) in sides.iter().zip(&mut results) {
-            let (rate, failed) = load(side.addr, connections, seconds).await;
+        for ((side, results), cpu) in sides.iter().zip(&mut results).zip(&mut cpu) {
+            let before = cpu_of(&pids);
+            let (rate, done, failed) = load(side.addr, connections, seconds).await;
+            let per_request = match (before, cpu_of(&pids)) {
+                (Some(b), Some(a)) if done > 0 => Some((a - b) / done as f64 * 1e6),
+                _ => None,
+            };
             if failed > 0 {
                 eprintln!("iis-bench: {failed} requests failed {}", side.label);
                 let _ = child.kill();
@@ -251,16 +279,38 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             line.push_str(&format!("   {} {rate:>7.0} req/s", side.label));
+            if let Some(us) = per_request {
+                line.push_str(&format!(" ({us:.1} µs CPU/req)"));
+                cpu.push(us);
+            }
             results.push(rate);
         }
         println!("{line}");
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let mut line = "mean:".to_owned();
-    for (side, results) in sides.iter().zip(&results) {
+    for ((side, results), cpu) in sides.iter().zip(&results).zip(&cpu) {
         line.push_str(&format!("   {} {:.0} req/s", side.label, mean(results)));
+        if !cpu.is_empty() {
+            line.push_str(&format!(" ({:.1} µs CPU/req)", mean(cpu)));
+        }
     }
     println!("{line}");
+    let cpu_of_side = |key: &str| {
+        sides
+            .iter()
+            .position(|s| s.key == key)
+            .filter(|&i| !cpu[i].is_empty())
+            .map(|i| mean(&cpu[i]))
+    };
+    for key in ["in", "native"] {
+        if let (Some(a), Some(b)) = (cpu_of_side(key), cpu_of_side("out")) {
+            println!(
+                "CPU per request out/{key} {:.2} (load generator included on both sides)",
+                b / a
+            );
+        }
+    }
     let of = |key: &str| {
         sides
             .iter()
