@@ -54,12 +54,14 @@ impl IisRequest for Connection {
         headers: &HeaderMap,
         keep_conn: bool,
     ) -> io::Result<()> {
-        Connection::send_headers(
-            self,
-            &cgi::status_line(status),
-            &cgi::header_block(headers),
-            keep_conn,
-        )
+        // Status and header block in one buffer, each NUL-terminated.
+        let mut head = Vec::with_capacity(40 + headers.len() * 40);
+        cgi::append_status_line(&mut head, status);
+        let status_len = head.len();
+        head.push(0);
+        cgi::append_header_block(&mut head, headers);
+        head.push(0);
+        Connection::send_head(self, &head, status_len, keep_conn)
     }
 
     fn is_connected(&self) -> bool {

@@ -146,8 +146,10 @@ fn user_name(
 /// Parses `APPL_MD_PATH` (`/LM/W3SVC/1/ROOT/portal`) into the application's
 /// mount point (`/portal`; the site root for `/LM/W3SVC/1/ROOT`).
 pub fn path_base_from_metabase(appl_md_path: &str) -> Option<PathBase> {
-    let upper = appl_md_path.to_ascii_uppercase();
-    let at = upper.find("/ROOT")?;
+    let at = appl_md_path
+        .as_bytes()
+        .windows(5)
+        .position(|w| w.eq_ignore_ascii_case(b"/ROOT"))?;
     let rest = &appl_md_path[at + 5..];
     if !(rest.is_empty() || rest.starts_with('/')) {
         return None;
@@ -204,9 +206,10 @@ pub fn request_from_server_variables(
         name: "REQUEST_METHOD",
         why: format!("{method:?} is not a method"),
     })?;
-    // The target and the kept variables go into one buffer that the URI and
-    // the `HostVariables` share once it is frozen; the variables that are
-    // only parsed go through a second one, reused. (A dozen variables per
+    // The target, the header block and the kept variables go into one
+    // buffer that the URI, the header values and the `HostVariables` share
+    // once it is frozen; the variables that are only parsed go through a
+    // second one, reused. (A dozen variables per
     // request, each its own allocation or two, were a measurable part of an
     // in-process request.)
     let mut arena = Vec::with_capacity(512);
@@ -231,14 +234,13 @@ pub fn request_from_server_variables(
         b"HTTP/0.9" => Version::HTTP_09,
         _ => Version::HTTP_11,
     };
-    scratch.clear();
-    let headers = if vars.append("ALL_RAW", &mut scratch) {
-        parse_header_block(&scratch)?
-    } else {
-        HeaderMap::new()
+    let raw_headers = arena.len()..{
+        vars.append("ALL_RAW", &mut arena);
+        arena.len()
     };
     let facts = RawFacts::read(vars, &mut arena, &mut scratch)?;
     let arena = Bytes::from(arena);
+    let headers = parse_header_bytes(&arena.slice(raw_headers))?;
     let uri = Uri::from_maybe_shared(arena.slice(..target)).map_err(|e| MappingError::Invalid {
         name: "HTTP_URL",
         why: e.to_string(),
@@ -380,6 +382,23 @@ impl RawFacts {
 /// bare LF tolerated). Values keep their bytes, obs-text included; folded
 /// continuation lines join the previous value with one space.
 pub fn parse_header_block(block: &[u8]) -> Result<HeaderMap, MappingError> {
+    parse_headers(block, |value| HeaderValue::from_bytes(value).ok())
+}
+
+/// [`parse_header_block`] on a shared buffer: the values are slices of
+/// `block` rather than copies (except folded ones).
+pub fn parse_header_bytes(block: &Bytes) -> Result<HeaderMap, MappingError> {
+    parse_headers(block, |value| {
+        HeaderValue::from_maybe_shared(block.slice_ref(value)).ok()
+    })
+}
+
+/// The header parser; `value` makes a value from a part of `block` (`None`
+/// if it holds control characters).
+fn parse_headers(
+    block: &[u8],
+    value: impl Fn(&[u8]) -> Option<HeaderValue>,
+) -> Result<HeaderMap, MappingError> {
     let bad = |why: String| MappingError::Invalid {
         name: "ALL_RAW",
         why,
@@ -390,10 +409,14 @@ pub fn parse_header_block(block: &[u8]) -> Result<HeaderMap, MappingError> {
     let flush = |headers: &mut HeaderMap,
                  entry: Option<(HeaderName, Cow<'_, [u8]>)>|
      -> Result<(), MappingError> {
-        if let Some((name, value)) = entry {
-            let value = HeaderValue::from_bytes(value.trim_ascii())
-                .map_err(|_| bad(format!("header {name} has a value with control characters")))?;
-            headers.append(name, value);
+        if let Some((name, raw)) = entry {
+            let made = match raw {
+                Cow::Borrowed(raw) => value(raw.trim_ascii()),
+                Cow::Owned(raw) => HeaderValue::from_bytes(raw.trim_ascii()).ok(),
+            };
+            let made = made
+                .ok_or_else(|| bad(format!("header {name} has a value with control characters")))?;
+            headers.append(name, made);
         }
         Ok(())
     };
@@ -403,12 +426,12 @@ pub fn parse_header_block(block: &[u8]) -> Result<HeaderMap, MappingError> {
             continue;
         }
         if line[0] == b' ' || line[0] == b'\t' {
-            let (_, value) = last
+            let (_, folded) = last
                 .as_mut()
                 .ok_or_else(|| bad("a continuation line comes first".into()))?;
-            let value = value.to_mut();
-            value.push(b' ');
-            value.extend_from_slice(line.trim_ascii());
+            let folded = folded.to_mut();
+            folded.push(b' ');
+            folded.extend_from_slice(line.trim_ascii());
             continue;
         }
         flush(&mut headers, last.take())?;
@@ -434,6 +457,12 @@ pub fn parse_header_block(block: &[u8]) -> Result<HeaderMap, MappingError> {
 /// each ending in CRLF, and the blank line that ends the head.
 pub fn header_block(headers: &HeaderMap) -> Vec<u8> {
     let mut out = Vec::with_capacity(headers.len() * 32 + 2);
+    append_header_block(&mut out, headers);
+    out
+}
+
+/// [`header_block`], appended to `out`.
+pub fn append_header_block(out: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -441,15 +470,23 @@ pub fn header_block(headers: &HeaderMap) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// The status as IIS takes it: `200 OK`, or the bare code when there is no
 /// standard reason phrase.
 pub fn status_line(status: StatusCode) -> String {
-    match status.canonical_reason() {
-        Some(reason) => format!("{} {reason}", status.as_u16()),
-        None => status.as_u16().to_string(),
+    let mut out = Vec::with_capacity(32);
+    append_status_line(&mut out, status);
+    // Digits and a standard reason phrase: ASCII.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`status_line`], appended to `out`.
+pub fn append_status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(status.as_str().as_bytes());
+    if let Some(reason) = status.canonical_reason() {
+        out.push(b' ');
+        out.extend_from_slice(reason.as_bytes());
     }
 }
 
@@ -712,6 +749,15 @@ mod tests {
             2,
             "bare LF tolerated"
         );
+        // The same from a shared buffer, whose unfolded values are not
+        // copied.
+        let shared = Bytes::from_static(raw);
+        let from_bytes = parse_header_bytes(&shared).unwrap();
+        assert_eq!(from_bytes, h);
+        let inside = |v: &HeaderValue| shared.as_ptr_range().contains(&v.as_bytes().as_ptr());
+        assert!(inside(&from_bytes["x-latin"]));
+        assert!(!inside(&from_bytes["x-folded"]), "a folded value is new");
+        assert!(parse_header_bytes(&Bytes::from_static(b"A: x\x01y\r\n")).is_err());
     }
 
     #[test]

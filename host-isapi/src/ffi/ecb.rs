@@ -496,17 +496,39 @@ impl Connection {
     /// ending in CRLF, the block in an empty line), and whether IIS may keep
     /// the connection open (`HSE_REQ_SEND_RESPONSE_HEADER_EX`).
     pub fn send_headers(&self, status: &str, headers: &[u8], keep_conn: bool) -> io::Result<()> {
-        let mut status_z = Vec::with_capacity(status.len() + 1);
-        status_z.extend_from_slice(status.as_bytes());
-        status_z.push(0);
-        let mut headers_z = Vec::with_capacity(headers.len() + 1);
-        headers_z.extend_from_slice(headers);
-        headers_z.push(0);
+        let mut head = Vec::with_capacity(status.len() + headers.len() + 2);
+        head.extend_from_slice(status.as_bytes());
+        head.push(0);
+        head.extend_from_slice(headers);
+        head.push(0);
+        self.send_head(&head, status.len(), keep_conn)
+    }
+
+    /// [`send_headers`](Self::send_headers) with the status and the header
+    /// block already in one buffer: `status\0headers\0`, the status
+    /// `status_len` bytes long.
+    pub(crate) fn send_head(
+        &self,
+        head: &[u8],
+        status_len: usize,
+        keep_conn: bool,
+    ) -> io::Result<()> {
+        let well_formed = head.len() >= status_len + 2
+            && head[status_len] == 0
+            && head.last() == Some(&0)
+            && !head[..status_len].contains(&0);
+        if !well_formed {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a response head is the status and the headers, each NUL-terminated",
+            ));
+        }
+        let headers = &head[status_len + 1..];
         let mut info = HSE_SEND_HEADER_EX_INFO {
-            pszStatus: status_z.as_ptr().cast(),
-            pszHeader: headers_z.as_ptr().cast(),
-            cchStatus: status.len() as DWORD,
-            cchHeader: headers.len() as DWORD,
+            pszStatus: head.as_ptr().cast(),
+            pszHeader: headers.as_ptr().cast(),
+            cchStatus: status_len as DWORD,
+            cchHeader: (headers.len() - 1) as DWORD,
             fKeepConn: if keep_conn { TRUE } else { FALSE },
         };
         self.support(

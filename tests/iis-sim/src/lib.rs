@@ -202,8 +202,19 @@ struct Counters {
     ended_in_call: AtomicU64,
 }
 
+/// Strings that describe the site and are the same for every request.
+struct Site {
+    /// The virtual directory (`/` or `/portal`).
+    vdir: Arc<str>,
+    /// The folder the DLL is in (`APPL_PHYSICAL_PATH`).
+    physical_path: Arc<str>,
+    /// The DLL's path (`lpszPathTranslated`).
+    dll_path: String,
+}
+
 pub(crate) struct Shared {
     config: Config,
+    site: Site,
     index: OnceLock<usize>,
     next_seq: AtomicUsize,
     requests: RwLock<HashMap<usize, Arc<SimRequest>>>,
@@ -220,9 +231,20 @@ pub(crate) struct Shared {
 impl Shared {
     /// A registered simulator with nothing loaded yet, on the current runtime.
     fn new(config: Config) -> Arc<Shared> {
+        let site = Site {
+            vdir: config.vdir.as_str().into(),
+            physical_path: config
+                .dll
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+                .into(),
+            dll_path: config.dll.display().to_string(),
+        };
         let shared = Arc::new(Shared {
             pool: IisPool::new(config.iis_threads),
             config,
+            site,
             index: OnceLock::new(),
             next_seq: AtomicUsize::new(1),
             requests: RwLock::new(HashMap::new()),
@@ -1122,15 +1144,14 @@ async fn serve(
     let content_type = info
         .headers
         .get(http::header::CONTENT_TYPE)
-        .map(|v| v.as_bytes().to_vec())
-        .unwrap_or_default();
+        .map_or(&[][..], |v| v.as_bytes());
     let mut storage = ffi::EcbStorage::new(ffi::EcbFields {
         conn_id: registry::handle(*shared.index.get().expect("registered"), seq),
-        method: &info.method,
-        query: &info.query,
-        path_info: &info.path,
-        path_translated: &shared.config.dll.display().to_string(),
-        content_type: &content_type,
+        method: info.method.as_str(),
+        query: info.query(),
+        path_info: info.path(),
+        path_translated: &shared.site.dll_path,
+        content_type,
         total,
         preloaded,
     });
@@ -1219,28 +1240,22 @@ fn request_info(
     local: SocketAddr,
     user: Option<WindowsUser>,
 ) -> vars::RequestInfo {
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| b"/".to_vec(), |pq| pq.as_str().as_bytes().to_vec());
+    let (target, path_end) = match parts.uri.path_and_query() {
+        Some(pq) => (pq.as_str().as_bytes().to_vec(), pq.path().len()),
+        None => (b"/".to_vec(), 1),
+    };
     vars::RequestInfo {
-        method: parts.method.as_str().to_owned(),
-        path: parts.uri.path().as_bytes().to_vec(),
-        query: parts.uri.query().unwrap_or("").as_bytes().to_vec(),
+        method: parts.method,
         target,
+        path_end,
         version: parts.version,
         headers: parts.headers,
         remote,
         local,
         user,
-        vdir: shared.config.vdir.clone(),
+        vdir: Arc::clone(&shared.site.vdir),
         site_id: shared.config.site_id,
-        physical_path: shared
-            .config
-            .dll
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
+        physical_path: Arc::clone(&shared.site.physical_path),
     }
 }
 
@@ -1645,10 +1660,9 @@ mod tests {
         };
         let seq = shared.next_seq.fetch_add(1, Ordering::AcqRel);
         let info = vars::RequestInfo {
-            method: "GET".into(),
+            method: http::Method::GET,
             target: b"/".to_vec(),
-            path: b"/".to_vec(),
-            query: Vec::new(),
+            path_end: 1,
             version: Version::HTTP_11,
             headers: http::HeaderMap::new(),
             remote: "127.0.0.1:1".parse().unwrap(),
@@ -1656,7 +1670,7 @@ mod tests {
             user: None,
             vdir: "/".into(),
             site_id: 1,
-            physical_path: String::new(),
+            physical_path: "".into(),
         };
         let req = Arc::new(SimRequest {
             seq,
@@ -1852,6 +1866,14 @@ mod tests {
             text(&info, "ALL_RAW"),
             "host: example.test:8080\r\nx-multi: one\r\nx-multi: two\r\ncontent-type: text/plain\r\n"
         );
+        info.target = b"/portal/a%20b?x=1&y".to_vec();
+        info.path_end = "/portal/a%20b".len();
+        assert_eq!(text(&info, "URL"), "/portal/a%20b");
+        assert_eq!(text(&info, "QUERY_STRING"), "x=1&y");
+        assert_eq!(text(&info, "HTTP_URL"), "/portal/a%20b?x=1&y");
+        info.target = b"/p".to_vec();
+        info.path_end = 2;
+        assert_eq!(text(&info, "QUERY_STRING"), "");
         // A bracketed IPv6 host without a port keeps its colons.
         info.headers
             .insert("host", "[2001:db8::1]".parse().unwrap());

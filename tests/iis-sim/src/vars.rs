@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use host_isapi::ffi::ERROR_INVALID_INDEX;
 use http::{HeaderMap, Version};
@@ -10,20 +11,20 @@ use crate::auth::WindowsUser;
 
 /// What the variables describe.
 pub(crate) struct RequestInfo {
-    pub method: String,
+    pub method: http::Method,
     /// Path and query as the client sent them.
     pub target: Vec<u8>,
-    pub path: Vec<u8>,
-    pub query: Vec<u8>,
+    /// Where the path ends in `target` (a `?` and the query may follow).
+    pub path_end: usize,
     pub version: Version,
     pub headers: HeaderMap,
     pub remote: SocketAddr,
     pub local: SocketAddr,
     pub user: Option<WindowsUser>,
     /// `/` or `/portal`.
-    pub vdir: String,
+    pub vdir: Arc<str>,
     pub site_id: u32,
-    pub physical_path: String,
+    pub physical_path: Arc<str>,
 }
 
 /// Appends `s` in the system code page: Windows-1252's Latin-1 part as is,
@@ -74,13 +75,22 @@ thread_local! {
 }
 
 impl RequestInfo {
+    /// The path as the client sent it.
+    pub(crate) fn path(&self) -> &[u8] {
+        &self.target[..self.path_end]
+    }
+
+    /// The query, without its `?`; empty when there is none.
+    pub(crate) fn query(&self) -> &[u8] {
+        self.target.get(self.path_end + 1..).unwrap_or_default()
+    }
+
     #[cfg(test)]
     pub(crate) fn clone_for_test(&self) -> RequestInfo {
         RequestInfo {
             method: self.method.clone(),
             target: self.target.clone(),
-            path: self.path.clone(),
-            query: self.query.clone(),
+            path_end: self.path_end,
             version: self.version,
             headers: self.headers.clone(),
             remote: self.remote,
@@ -117,17 +127,17 @@ impl RequestInfo {
             Kind::Text
         };
         Some(match name {
-            "REQUEST_METHOD" => text(&self.method),
+            "REQUEST_METHOD" => text(self.method.as_str()),
             "HTTP_URL" => {
                 out.extend_from_slice(&self.target);
                 Kind::Bytes
             }
             "URL" | "SCRIPT_NAME" | "PATH_INFO" => {
-                out.extend_from_slice(&self.path);
+                out.extend_from_slice(self.path());
                 Kind::Bytes
             }
             "QUERY_STRING" => {
-                out.extend_from_slice(&self.query);
+                out.extend_from_slice(self.query());
                 Kind::Bytes
             }
             "SERVER_PROTOCOL" => text(protocol(self.version)),
@@ -161,7 +171,7 @@ impl RequestInfo {
                 Kind::Text
             }
             "APPL_MD_PATH" => {
-                let vdir = if self.vdir == "/" { "" } else { &self.vdir };
+                let vdir = if &*self.vdir == "/" { "" } else { &self.vdir };
                 let _ = write!(out, "/LM/W3SVC/{}/ROOT{vdir}", self.site_id);
                 Kind::Text
             }
