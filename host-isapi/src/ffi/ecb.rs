@@ -298,7 +298,8 @@ impl Connection {
                         &mut size,
                     )
                 };
-                Some((ok, last_error()))
+                // The error code matters (and is read) only on failure.
+                Some((ok, if ok == FALSE { last_error() } else { 0 }))
             })
             .flatten()
             .ok_or(None)?;
