@@ -57,6 +57,24 @@ pub trait ServerVariables {
     }
 }
 
+/// Runs `f` with `name` NUL-terminated, as the IIS interfaces take variable
+/// names — on the stack when it is short, as names are; `None` (and `f` not
+/// run) when `name` itself holds a NUL.
+pub fn with_nul_terminated<R>(name: &str, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+    if name.bytes().any(|b| b == 0) {
+        return None;
+    }
+    let mut short = [0u8; 64];
+    if name.len() < short.len() {
+        short[..name.len()].copy_from_slice(name.as_bytes());
+        return Some(f(&mut short[..=name.len()]));
+    }
+    let mut long = Vec::with_capacity(name.len() + 1);
+    long.extend_from_slice(name.as_bytes());
+    long.push(0);
+    Some(f(&mut long))
+}
+
 /// Appends UTF-16 `units` (a `UNICODE_` variable as IIS returns it) to
 /// `out`, replacing invalid sequences with U+FFFD as
 /// [`String::from_utf16_lossy`] does.
@@ -600,6 +618,15 @@ mod tests {
         assert_eq!(vars, same);
         assert_eq!(r.path_base().as_str(), "/portal");
         assert!(r.connection_info().unwrap().secure);
+    }
+
+    #[test]
+    fn names_are_nul_terminated_short_or_long() {
+        for name in ["", "HTTP_URL", &"X".repeat(63), &"Y".repeat(200)] {
+            let got = with_nul_terminated(name, |z| z.to_vec()).unwrap();
+            assert_eq!(got, [name.as_bytes(), b"\0"].concat());
+        }
+        assert_eq!(with_nul_terminated("A\0B", |_| unreachable!()), None::<()>);
     }
 
     #[test]

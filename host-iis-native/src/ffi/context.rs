@@ -274,19 +274,17 @@ impl Shared {
         slot: Slot,
         take: impl FnOnce(&[T]) -> R,
     ) -> Option<R> {
-        if name.bytes().any(|b| b == 0) {
-            return None;
-        }
-        let mut short = [0u8; 64];
-        let mut long = Vec::new();
-        let name_z: &[u8] = if name.len() < short.len() {
-            short[..name.len()].copy_from_slice(name.as_bytes());
-            &short[..=name.len()]
-        } else {
-            long.extend_from_slice(name.as_bytes());
-            long.push(0);
-            &long
-        };
+        kallithea_core::cgi::with_nul_terminated(name, |name_z| self.variable_z(name_z, slot, take))
+            .flatten()
+    }
+
+    /// [`variable`](Self::variable) with the name NUL-terminated.
+    fn variable_z<T: Copy + Default + PartialEq, R>(
+        &self,
+        name_z: &[u8],
+        slot: Slot,
+        take: impl FnOnce(&[T]) -> R,
+    ) -> Option<R> {
         self.live(|| {
             let mut value: *const T = ptr::null();
             let mut len: DWORD = 0;

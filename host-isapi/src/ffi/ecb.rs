@@ -235,19 +235,17 @@ impl Connection {
         scratch: &'static LocalKey<RefCell<Vec<T>>>,
         take: impl FnOnce(&[T]) -> R,
     ) -> Option<R> {
-        if name.bytes().any(|b| b == 0) {
-            return None;
-        }
-        let mut short = [0u8; 64];
-        let mut long = Vec::new();
-        let name: &mut [u8] = if name.len() < short.len() {
-            short[..name.len()].copy_from_slice(name.as_bytes());
-            &mut short[..=name.len()]
-        } else {
-            long.extend_from_slice(name.as_bytes());
-            long.push(0);
-            &mut long
-        };
+        kallithea_core::cgi::with_nul_terminated(name, |name| self.negotiate_z(name, scratch, take))
+            .flatten()
+    }
+
+    /// [`negotiate`](Self::negotiate) with the name NUL-terminated.
+    fn negotiate_z<T: Copy + Default + PartialEq, R>(
+        &self,
+        name: &mut [u8],
+        scratch: &'static LocalKey<RefCell<Vec<T>>>,
+        take: impl FnOnce(&[T]) -> R,
+    ) -> Option<R> {
         let mut take = Some(take);
         let first = scratch.with(|buf| match buf.try_borrow_mut() {
             Ok(mut buf) => self
