@@ -60,6 +60,14 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
+/// Appends `value` as text.
+fn shown(out: &mut Vec<u8>, value: impl std::fmt::Display) -> Kind {
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{value}");
+    Kind::Text
+}
+
 /// What a variable's value is before `GetServerVariable` encodes it.
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -149,27 +157,11 @@ impl RequestInfo {
             "REMOTE_USER" | "LOGON_USER" => text(self.user.as_ref().map_or("", |u| &u.name)),
             "AUTH_USER" => text(self.user.as_ref().map_or("", |u| &u.name)),
             "APPL_PHYSICAL_PATH" => text(&self.physical_path),
-            // Writing to a Vec cannot fail.
-            "REMOTE_ADDR" | "REMOTE_HOST" => {
-                let _ = write!(out, "{}", self.remote.ip());
-                Kind::Text
-            }
-            "REMOTE_PORT" => {
-                let _ = write!(out, "{}", self.remote.port());
-                Kind::Text
-            }
-            "LOCAL_ADDR" => {
-                let _ = write!(out, "{}", self.local.ip());
-                Kind::Text
-            }
-            "SERVER_PORT" => {
-                let _ = write!(out, "{}", self.local.port());
-                Kind::Text
-            }
-            "INSTANCE_ID" => {
-                let _ = write!(out, "{}", self.site_id);
-                Kind::Text
-            }
+            "REMOTE_ADDR" | "REMOTE_HOST" => shown(out, self.remote.ip()),
+            "REMOTE_PORT" => shown(out, self.remote.port()),
+            "LOCAL_ADDR" => shown(out, self.local.ip()),
+            "SERVER_PORT" => shown(out, self.local.port()),
+            "INSTANCE_ID" => shown(out, self.site_id),
             "APPL_MD_PATH" => {
                 let vdir = if &*self.vdir == "/" { "" } else { &self.vdir };
                 let _ = write!(out, "/LM/W3SVC/{}/ROOT{vdir}", self.site_id);
@@ -186,8 +178,7 @@ impl RequestInfo {
                     }
                     Kind::Bytes
                 } else {
-                    let _ = write!(out, "{}", self.local.ip());
-                    Kind::Text
+                    shown(out, self.local.ip())
                 }
             }
             "CONTENT_LENGTH" => {
