@@ -101,7 +101,9 @@ pub(crate) fn serve(running: &Arc<Running>, conn: Connection) -> DWORD {
         conn.answer_now(StatusCode::BAD_REQUEST, "no request method");
         return HSE_STATUS_SUCCESS;
     };
-    let parts = match cgi::request_from_server_variables(&conn, &method) {
+    // The variables few requests need are read from IIS when asked for,
+    // while the request runs.
+    let parts = match cgi::request_from_live_variables(conn.clone(), &method) {
         Ok(m) => m.parts,
         Err(e) => {
             tracing::warn!(error = %e, "cannot map the request IIS passed");

@@ -85,6 +85,8 @@ pub fn push_utf16_lossy(out: &mut String, units: &[u16]) {
 }
 
 /// The variables kept as [`HostVariables`] for plugins and apps.
+/// ([`request_from_live_variables`] reads the ones the mapping does not
+/// need only when they are asked for.)
 pub const KEPT_VARIABLES: &[&str] = &[
     "AUTH_TYPE",
     "REMOTE_USER",
@@ -96,6 +98,94 @@ pub const KEPT_VARIABLES: &[&str] = &[
     "SERVER_NAME",
     "INSTANCE_ID",
 ];
+
+/// The [`KEPT_VARIABLES`] the mapping itself does not use: a host whose
+/// variables stay readable while the request runs leaves them to be read on
+/// first use (every read is a call into IIS, and few requests need them).
+const ON_DEMAND: [&str; 5] = [
+    "LOGON_USER",
+    "AUTH_USER",
+    "APPL_PHYSICAL_PATH",
+    "SERVER_NAME",
+    "INSTANCE_ID",
+];
+
+/// The unicode form of a kept variable that has one (the user names).
+fn unicode_form(name: &str) -> Option<&'static str> {
+    match name {
+        "REMOTE_USER" => Some("UNICODE_REMOTE_USER"),
+        "LOGON_USER" => Some("UNICODE_LOGON_USER"),
+        "AUTH_USER" => Some("UNICODE_AUTH_USER"),
+        _ => None,
+    }
+}
+
+/// Appends kept variable `name` to `out` as [`HostVariables`] holds it (the
+/// user names as UTF-8, from their `UNICODE_` form when there is one);
+/// `false` and `out` unchanged when the host reports none.
+fn read_kept(vars: &dyn ServerVariables, name: &str, out: &mut Vec<u8>, text: &mut String) -> bool {
+    match unicode_form(name) {
+        Some(unicode_name) => user_name(vars, name, unicode_name, out, text),
+        None => vars.append(name, out),
+    }
+}
+
+/// The variables of one request left to be read when first asked for,
+/// with the host's view of the request they are read from.
+pub(crate) struct OnDemand {
+    source: Box<dyn ServerVariables + Send + Sync>,
+    values: [std::sync::OnceLock<Option<Bytes>>; ON_DEMAND.len()],
+}
+
+impl OnDemand {
+    fn new(source: Box<dyn ServerVariables + Send + Sync>) -> Self {
+        OnDemand {
+            source,
+            values: Default::default(),
+        }
+    }
+
+    /// The value of `name` if it is one of these, read from the host the
+    /// first time.
+    pub(crate) fn get(&self, name: &str) -> Option<&Bytes> {
+        let i = ON_DEMAND
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(name))?;
+        self.value(i)
+    }
+
+    fn value(&self, i: usize) -> Option<&Bytes> {
+        self.values[i]
+            .get_or_init(|| {
+                let mut out = Vec::new();
+                read_kept(&*self.source, ON_DEMAND[i], &mut out, &mut String::new())
+                    .then(|| Bytes::from(out))
+            })
+            .as_ref()
+    }
+
+    /// Every one with a value, reading those not read yet.
+    pub(crate) fn read_all(&self) -> impl Iterator<Item = (&str, &Bytes)> {
+        (0..ON_DEMAND.len()).filter_map(|i| Some((ON_DEMAND[i], self.value(i)?)))
+    }
+
+    /// Those read so far that have a value.
+    pub(crate) fn read_so_far(&self) -> impl Iterator<Item = (&str, &Bytes)> {
+        ON_DEMAND
+            .iter()
+            .zip(&self.values)
+            .filter_map(|(n, v)| Some((*n, v.get()?.as_ref()?)))
+    }
+
+    /// The names not read yet.
+    pub(crate) fn unread(&self) -> impl Iterator<Item = &'static str> + '_ {
+        ON_DEMAND
+            .iter()
+            .zip(&self.values)
+            .filter(|(_, v)| v.get().is_none())
+            .map(|(n, _)| *n)
+    }
+}
 
 /// A request head described by server variables was unusable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -220,6 +310,32 @@ pub fn request_from_server_variables(
     vars: &dyn ServerVariables,
     method: &str,
 ) -> Result<MappedRequest, MappingError> {
+    map_request(vars, method, false)
+}
+
+/// [`request_from_server_variables`] for a host whose variables can still be
+/// read while the request runs, as IIS's can until the request ends: the
+/// kept variables the mapping does not use (`LOGON_USER`, `AUTH_USER`,
+/// `APPL_PHYSICAL_PATH`, `SERVER_NAME`, `INSTANCE_ID`) are read from `vars`
+/// when the app first asks for them, not for every request. `vars` must
+/// report nothing once the request has ended.
+pub fn request_from_live_variables<V>(vars: V, method: &str) -> Result<MappedRequest, MappingError>
+where
+    V: ServerVariables + Send + Sync + 'static,
+{
+    let mut parts = map_request(&vars, method, true)?.parts;
+    if let Some(kept) = parts.extensions.get_mut::<HostVariables>() {
+        kept.set_on_demand(OnDemand::new(Box::new(vars)));
+    }
+    Ok(MappedRequest { parts })
+}
+
+/// The mapping; with `live`, the [`ON_DEMAND`] variables are not read.
+fn map_request(
+    vars: &dyn ServerVariables,
+    method: &str,
+    live: bool,
+) -> Result<MappedRequest, MappingError> {
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| MappingError::Invalid {
         name: "REQUEST_METHOD",
         why: format!("{method:?} is not a method"),
@@ -256,7 +372,7 @@ pub fn request_from_server_variables(
         vars.append("ALL_RAW", &mut arena);
         arena.len()
     };
-    let facts = RawFacts::read(vars, &mut arena, &mut scratch)?;
+    let facts = RawFacts::read(vars, &mut arena, &mut scratch, live)?;
     let arena = Bytes::from(arena);
     let headers = parse_header_bytes(&arena.slice(raw_headers))?;
     let uri = Uri::from_maybe_shared(arena.slice(..target)).map_err(|e| MappingError::Invalid {
@@ -306,7 +422,7 @@ impl HostFacts {
 /// once (every call crosses into the host).
 pub fn host_facts(vars: &dyn ServerVariables) -> Result<HostFacts, MappingError> {
     let mut arena = Vec::with_capacity(256);
-    let facts = RawFacts::read(vars, &mut arena, &mut Vec::new())?;
+    let facts = RawFacts::read(vars, &mut arena, &mut Vec::new(), false)?;
     Ok(facts.finish(&Bytes::from(arena)))
 }
 
@@ -320,28 +436,23 @@ struct RawFacts {
 }
 
 impl RawFacts {
-    /// Appends the kept variables to `arena`; `scratch` for the rest.
+    /// Appends the kept variables to `arena` (without the [`ON_DEMAND`]
+    /// ones when `live`); `scratch` for the rest.
     fn read(
         vars: &dyn ServerVariables,
         arena: &mut Vec<u8>,
         scratch: &mut Vec<u8>,
+        live: bool,
     ) -> Result<RawFacts, MappingError> {
         let mut kept: [Option<std::ops::Range<usize>>; KEPT_VARIABLES.len()] = Default::default();
         let mut user = None;
         let mut text = String::new();
         for (slot, name) in kept.iter_mut().zip(KEPT_VARIABLES) {
-            let unicode_name = match *name {
-                "REMOTE_USER" => Some("UNICODE_REMOTE_USER"),
-                "LOGON_USER" => Some("UNICODE_LOGON_USER"),
-                "AUTH_USER" => Some("UNICODE_AUTH_USER"),
-                _ => None,
-            };
+            if live && ON_DEMAND.contains(name) {
+                continue;
+            }
             let start = arena.len();
-            let found = match unicode_name {
-                Some(unicode_name) => user_name(vars, name, unicode_name, arena, &mut text),
-                None => vars.append(name, arena),
-            };
-            if found {
+            if read_kept(vars, name, arena, &mut text) {
                 if *name == "REMOTE_USER" {
                     // Checked UTF-8 by `user_name`.
                     user = std::str::from_utf8(&arena[start..]).ok().map(str::to_owned);
@@ -573,6 +684,134 @@ mod tests {
         fn append_unicode(&self, name: &str, out: &mut String) -> bool {
             self.0.unicode.get(name).map(|v| out.push_str(v)).is_some()
         }
+    }
+
+    /// A host whose variables can be read while the request runs, and
+    /// report nothing once `ended`.
+    struct Live {
+        vars: std::sync::Arc<std::sync::Mutex<Vars>>,
+        ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl ServerVariables for Live {
+        fn get(&self, name: &str) -> Option<Vec<u8>> {
+            let ended = self.ended.load(std::sync::atomic::Ordering::SeqCst);
+            let vars = self.vars.lock().unwrap();
+            vars.asked.borrow_mut().push(name.to_owned());
+            vars.plain.get(name).filter(|_| !ended).cloned()
+        }
+        fn get_unicode(&self, name: &str) -> Option<String> {
+            let ended = self.ended.load(std::sync::atomic::Ordering::SeqCst);
+            let vars = self.vars.lock().unwrap();
+            vars.asked.borrow_mut().push(name.to_owned());
+            vars.unicode.get(name).filter(|_| !ended).cloned()
+        }
+    }
+
+    fn all_kept() -> Vars {
+        let mut v = Vars::base();
+        v.plain.insert("AUTH_TYPE", b"Negotiate".to_vec());
+        v.plain.insert("REMOTE_USER", b"EXAMPLE\\j\xf6rg".to_vec());
+        v.unicode
+            .insert("UNICODE_REMOTE_USER", "EXAMPLE\\jörg".into());
+        v.plain.insert("LOGON_USER", b"EXAMPLE\\j\xf6rg".to_vec());
+        v.unicode
+            .insert("UNICODE_LOGON_USER", "EXAMPLE\\jörg".into());
+        v.plain.insert("AUTH_USER", b"EXAMPLE\\j\xf6rg".to_vec());
+        v.plain
+            .insert("APPL_PHYSICAL_PATH", b"C:\\inetpub\\portal\\".to_vec());
+        v.plain.insert("SERVER_NAME", b"example".to_vec());
+        v.plain.insert("INSTANCE_ID", b"7".to_vec());
+        v
+    }
+
+    fn live(v: Vars) -> (Live, std::sync::Arc<std::sync::Mutex<Vars>>) {
+        let vars = std::sync::Arc::new(std::sync::Mutex::new(v));
+        let host = Live {
+            vars: vars.clone(),
+            ended: Default::default(),
+        };
+        (host, vars)
+    }
+
+    fn asked(vars: &std::sync::Mutex<Vars>) -> Vec<String> {
+        std::mem::take(&mut *vars.lock().unwrap().asked.borrow_mut())
+    }
+
+    fn sorted(vars: &HostVariables) -> Vec<(String, Vec<u8>)> {
+        let mut all: Vec<_> = vars
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_vec()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn live_variables_the_mapping_does_not_use_are_read_once_when_asked_for() {
+        let eager = request_from_server_variables(&all_kept(), "GET")
+            .unwrap()
+            .parts;
+        let (host, vars) = live(all_kept());
+        let r = request_from_live_variables(host, "GET").unwrap().parts;
+        let during_mapping = asked(&vars);
+        for name in ON_DEMAND {
+            assert!(
+                !during_mapping.iter().any(|a| a.ends_with(name)),
+                "{name} read while mapping: {during_mapping:?}"
+            );
+        }
+        // The rest of the mapping is the same.
+        assert_eq!(r.uri, eager.uri);
+        assert_eq!(r.headers, eager.headers);
+        assert_eq!(r.identity(), eager.identity());
+        assert_eq!(r.connection_info(), eager.connection_info());
+        assert_eq!(r.path_base(), eager.path_base());
+
+        let kept = r.host_variables().unwrap();
+        assert_eq!(kept.get_str("server_name"), Some("example"));
+        assert_eq!(asked(&vars), ["SERVER_NAME"]);
+        // Read once, whoever asks again (a clone included).
+        assert_eq!(kept.get_str("SERVER_NAME"), Some("example"));
+        assert_eq!(kept.clone().get_str("SERVER_NAME"), Some("example"));
+        assert!(asked(&vars).is_empty());
+        // The user names come from their UNICODE_ form, as eagerly.
+        assert_eq!(kept.get_str("LOGON_USER"), Some("EXAMPLE\\jörg"));
+        assert_eq!(asked(&vars), ["UNICODE_LOGON_USER"]);
+        assert_eq!(
+            kept.get("AUTH_USER").map(|v| v.to_vec()),
+            Some("EXAMPLE\\jörg".as_bytes().to_vec()),
+            "a plain name in the code page comes out as UTF-8"
+        );
+        // Every kept variable, whichever way it was read.
+        assert_eq!(sorted(kept), sorted(eager.host_variables().unwrap()));
+        assert_eq!(kept.len(), KEPT_VARIABLES.len());
+        assert!(asked(&vars).iter().all(|a| !a.contains("SERVER_NAME")));
+    }
+
+    #[test]
+    fn live_variables_not_read_before_the_request_ended_are_missing() {
+        let (host, vars) = live(all_kept());
+        let ended = host.ended.clone();
+        let mut r = request_from_live_variables(host, "GET").unwrap().parts;
+        let kept = r.extensions.get_mut::<HostVariables>().unwrap();
+        assert_eq!(kept.get_str("INSTANCE_ID"), Some("7"));
+        kept.insert("SERVER_NAME", "set by a plugin");
+        let before = format!("{kept:?}");
+        assert!(before.contains("APPL_PHYSICAL_PATH"), "{before}");
+        assert!(asked(&vars).iter().all(|a| a != "APPL_PHYSICAL_PATH"));
+
+        ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(kept.get_str("INSTANCE_ID"), Some("7"), "read before: kept");
+        assert_eq!(kept.get("APPL_PHYSICAL_PATH"), None);
+        assert_eq!(kept.get_str("SERVER_NAME"), Some("set by a plugin"));
+        assert_eq!(
+            kept.get_str("APPL_MD_PATH"),
+            Some("/LM/W3SVC/1/ROOT/portal")
+        );
+        let names: Vec<_> = kept.iter().map(|(n, _)| n.to_owned()).collect();
+        assert_eq!(names.iter().filter(|n| *n == "SERVER_NAME").count(), 1);
+        assert!(!names.contains(&"APPL_PHYSICAL_PATH".to_owned()));
     }
 
     #[test]

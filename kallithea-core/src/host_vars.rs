@@ -1,8 +1,11 @@
 //! Trusted facts from the host, kept apart from client headers.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
+
+use crate::cgi::OnDemand;
 
 /// Name → value facts the host supplies about a request (IIS server variables
 /// such as `APPL_MD_PATH`, `HTTPS_SERVER_SUBJECT`, `LOGON_USER`).
@@ -11,9 +14,29 @@ use bytes::Bytes;
 /// add or change them. Names compare ASCII case-insensitively, as IIS's do.
 /// Values are bytes because the non-`UNICODE_` IIS variables are in the system
 /// code page; hosts store UTF-8 where they have it.
-#[derive(Clone, Debug, Default)]
+///
+/// An in-process IIS host may leave some variables to be read from IIS on
+/// first use (see [`cgi::request_from_live_variables`](crate::cgi::request_from_live_variables)):
+/// those are there only while the request runs — until its response has
+/// been sent; read after that, a variable nobody read before is missing.
+/// Clones share what was read.
+#[derive(Clone, Default)]
 pub struct HostVariables {
     entries: Vec<(Cow<'static, str>, Bytes)>,
+    on_demand: Option<Arc<OnDemand>>,
+}
+
+impl std::fmt::Debug for HostVariables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // What was read so far: formatting asks the host for nothing.
+        let mut map = f.debug_map();
+        map.entries(self.entries.iter().map(|(n, v)| (n, v)));
+        if let Some(od) = &self.on_demand {
+            map.entries(od.read_so_far().filter(|(n, _)| !self.has_entry(n)));
+            map.entry(&"(on demand)", &od.unread().collect::<Vec<_>>());
+        }
+        map.finish()
+    }
 }
 
 impl HostVariables {
@@ -26,7 +49,19 @@ impl HostVariables {
     pub fn with_capacity(n: usize) -> Self {
         Self {
             entries: Vec::with_capacity(n),
+            on_demand: None,
         }
+    }
+
+    /// Leaves the variables `on_demand` knows to be read when asked for.
+    pub(crate) fn set_on_demand(&mut self, on_demand: OnDemand) {
+        self.on_demand = Some(Arc::new(on_demand));
+    }
+
+    fn has_entry(&self, name: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
     /// Adds `name`, which the caller knows is not in the set yet, without
@@ -49,12 +84,17 @@ impl HostVariables {
         }
     }
 
-    /// The raw value of `name`.
+    /// The raw value of `name` (asking the host, the first time, for a
+    /// variable left to be read on demand).
     pub fn get(&self, name: &str) -> Option<&Bytes> {
-        self.entries
+        match self
+            .entries
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        {
+            Some((_, v)) => Some(v),
+            None => self.on_demand.as_ref()?.get(name),
+        }
     }
 
     /// The value of `name` if it is UTF-8.
@@ -62,19 +102,25 @@ impl HostVariables {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
-    /// Every variable, in insertion order.
+    /// Every variable, in insertion order, then those read on demand (which
+    /// this reads, if the request still runs).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Bytes)> {
-        self.entries.iter().map(|(n, v)| (&**n, v))
+        let on_demand = self
+            .on_demand
+            .iter()
+            .flat_map(|od| od.read_all())
+            .filter(|(n, _)| !self.has_entry(n));
+        self.entries.iter().map(|(n, v)| (&**n, v)).chain(on_demand)
     }
 
-    /// How many variables are set.
+    /// How many variables are set (reading those left on demand).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.iter().count()
     }
 
-    /// Whether none is set.
+    /// Whether none is set (reading those left on demand).
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.iter().next().is_none()
     }
 }
 

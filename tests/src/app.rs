@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use kallithea_core::{service_fn, Body, IdentitySource, RequestExt};
+use kallithea_core::{service_fn, Body, HostVariables, IdentitySource, RequestExt};
 use tokio::sync::{watch, Barrier};
 
 use crate::pattern::{escape, fill, Checksum};
@@ -34,6 +34,11 @@ pub const REFLECT_PREFIX: &str = "x-reflect-";
 /// * `/hang?id=I` — never answers; `/hang-status?id=I` says `running` or
 ///   `cancelled` (the future was dropped);
 /// * `/barrier?id=I&n=N` — answers once N requests with that id are in flight;
+/// * `/host-variables?names=A,B&keep=I` — the host variables named (all of
+///   them without `names`), one `NAME: value` line each (`none` if missing);
+///   with `keep`, the request's set is kept under id `I`, and
+///   `/kept-host-variables?id=I` lists what it holds then (after that request
+///   ended);
 /// * `/early` — answers without reading the request body;
 /// * `/panic` — panics.
 pub fn app() -> impl tower_service::Service<
@@ -81,6 +86,29 @@ async fn route(req: Request<Body>) -> Response<Body> {
             )
             .await
         }
+        "/host-variables" => {
+            let vars = req.host_variables().cloned().unwrap_or_default();
+            if let Some(id) = param("keep") {
+                KEPT_VARIABLES
+                    .get_or_init(Default::default)
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, vars.clone());
+            }
+            text(StatusCode::OK, list_variables(&vars, param("names")))
+        }
+        "/kept-host-variables" => {
+            let kept = KEPT_VARIABLES
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&param("id").unwrap_or_default())
+                .cloned();
+            match kept {
+                Some(vars) => text(StatusCode::OK, list_variables(&vars, None)),
+                None => text(StatusCode::NOT_FOUND, "nothing kept under that id\n".into()),
+            }
+        }
         "/early" => text(StatusCode::OK, "early\n".into()),
         // Where the app runs: the name of the thread that handled this.
         "/thread" => text(
@@ -93,6 +121,31 @@ async fn route(req: Request<Body>) -> Response<Body> {
             format!("no route {}", escape(path.as_bytes())),
         ),
     }
+}
+
+/// Host variables kept by `/host-variables?keep=I`.
+static KEPT_VARIABLES: OnceLock<Mutex<HashMap<String, HostVariables>>> = OnceLock::new();
+
+/// `NAME: value` lines: those in `names` (comma-separated), else all.
+fn list_variables(vars: &HostVariables, names: Option<String>) -> String {
+    let mut out = String::new();
+    let mut line = |name: &str, value: Option<&[u8]>| {
+        let value = value.map_or("none".to_owned(), escape);
+        out.push_str(&format!("{name}: {value}\n"));
+    };
+    match names {
+        Some(names) => {
+            for name in names.split(',') {
+                line(name, vars.get(name).map(|v| &v[..]));
+            }
+        }
+        None => {
+            for (name, value) in vars.iter() {
+                line(name, Some(value));
+            }
+        }
+    }
+    out
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {

@@ -114,6 +114,7 @@ for_both_hosts!(
     an_http2_body_without_a_declared_length_arrives_whole,
     a_short_last_piece_is_written_synchronously_and_the_rest_streams,
     with_the_first_step_off_iis_threads_only_hand_requests_over,
+    host_variables_are_iis_own_and_read_only_while_the_request_runs,
 );
 
 async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle(package: &str) {
@@ -531,4 +532,84 @@ async fn with_the_first_step_off_iis_threads_only_hand_requests_over(package: &s
     }
     let stats = finish(sim).await;
     assert_eq!(stats.sessions_ended, 3, "{stats:?}");
+}
+
+/// The kept host variables through the real calls: each as IIS reports it.
+/// The ISAPI extension reads those the mapping does not need only when the
+/// app asks (while the request runs; afterwards they are not there, and no
+/// call reaches IIS for them), the native module reads them all up front.
+async fn host_variables_are_iis_own_and_read_only_while_the_request_runs(package: &str) {
+    use kallithea_conformance::client::RawConn;
+    let dll = install(package, "hostvars", "worker_threads = 2\n");
+    let sim = start(&dll, |c| {
+        c.vdir = "/app".into();
+        c.site_id = 3;
+        c.auth = iis_sim::WindowsAuth::Fixed {
+            user: "EXAMPLE\\jörg".into(),
+        };
+    })
+    .await;
+    let mut conn = RawConn::connect(sim.local_addr()).await.unwrap();
+    let mut get = async |path: &str| {
+        let request = format!("GET /app{path} HTTP/1.1\r\nHost: example.test:8080\r\n\r\n");
+        conn.send(request.as_bytes()).await.unwrap();
+        let r = conn.read_response(false).await.unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        String::from_utf8(r.body).unwrap()
+    };
+    let physical = dll.parent().unwrap().display().to_string();
+    let all = get("/host-variables?names=SERVER_NAME,INSTANCE_ID,APPL_PHYSICAL_PATH,LOGON_USER,AUTH_USER,APPL_MD_PATH,REMOTE_USER,NOT_A_VARIABLE&keep=all").await;
+    let user = "EXAMPLE\\j%C3%B6rg";
+    assert_eq!(
+        all,
+        format!(
+            "SERVER_NAME: example.test\nINSTANCE_ID: 3\nAPPL_PHYSICAL_PATH: {physical}\n\
+             LOGON_USER: {user}\nAUTH_USER: {user}\nAPPL_MD_PATH: /LM/W3SVC/3/ROOT/app\n\
+             REMOTE_USER: {user}\nNOT_A_VARIABLE: none\n"
+        )
+    );
+    let one = get("/host-variables?names=SERVER_NAME&keep=one").await;
+    assert_eq!(one, "SERVER_NAME: example.test\n");
+
+    // After those requests ended.
+    let names = |listing: &str| -> Vec<String> {
+        let mut names: Vec<String> = listing
+            .lines()
+            .filter_map(|l| Some(l.split_once(": ")?.0.to_owned()))
+            .collect();
+        names.sort();
+        names
+    };
+    let every = [
+        "APPL_MD_PATH",
+        "APPL_PHYSICAL_PATH",
+        "AUTH_TYPE",
+        "AUTH_USER",
+        "HTTPS",
+        "INSTANCE_ID",
+        "LOGON_USER",
+        "REMOTE_USER",
+        "SERVER_NAME",
+    ];
+    assert_eq!(names(&get("/kept-host-variables?id=all").await), every);
+    let kept = names(&get("/kept-host-variables?id=one").await);
+    if package == "conformance-isapi" {
+        // What the mapping read, and what the app asked for in time.
+        assert_eq!(
+            kept,
+            [
+                "APPL_MD_PATH",
+                "AUTH_TYPE",
+                "HTTPS",
+                "REMOTE_USER",
+                "SERVER_NAME"
+            ]
+        );
+    } else {
+        assert_eq!(kept, every);
+    }
+    drop(conn);
+    // No variable was asked for after its request ended (the simulator
+    // records that as a violation).
+    finish(sim).await;
 }
