@@ -1882,6 +1882,17 @@ mod tests {
         let mut out = b"left over".to_vec();
         info.lookup_into("INSTANCE_ID", &mut out).unwrap();
         assert_eq!(out, b"3\0");
+        // Numbers and IPv4 addresses at their edges.
+        info.local = "10.0.255.0:65535".parse().unwrap();
+        info.remote = "0.0.0.0:0".parse().unwrap();
+        info.site_id = u32::MAX;
+        assert_eq!(text(&info, "LOCAL_ADDR"), "10.0.255.0");
+        assert_eq!(text(&info, "SERVER_PORT"), "65535");
+        assert_eq!(text(&info, "REMOTE_ADDR"), "0.0.0.0");
+        assert_eq!(text(&info, "REMOTE_PORT"), "0");
+        assert_eq!(text(&info, "INSTANCE_ID"), "4294967295");
+        info.headers.remove("host");
+        assert_eq!(text(&info, "SERVER_NAME"), "10.0.255.0");
     }
 
     #[test]

@@ -68,6 +68,41 @@ fn shown(out: &mut Vec<u8>, value: impl std::fmt::Display) -> Kind {
     Kind::Text
 }
 
+/// Appends `n` in decimal (as [`shown`] would, without the formatting
+/// machinery: a request asks for a few numbers).
+fn decimal(out: &mut Vec<u8>, n: u32) -> Kind {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    Kind::Text
+}
+
+/// Appends an address as text: dotted decimal for IPv4, the standard form
+/// for IPv6.
+fn address(out: &mut Vec<u8>, ip: std::net::IpAddr) -> Kind {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                decimal(out, u32::from(octet));
+            }
+            Kind::Text
+        }
+        v6 => shown(out, v6),
+    }
+}
+
 /// What a variable's value is before `GetServerVariable` encodes it.
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -157,11 +192,11 @@ impl RequestInfo {
             "REMOTE_USER" | "LOGON_USER" => text(self.user.as_ref().map_or("", |u| &u.name)),
             "AUTH_USER" => text(self.user.as_ref().map_or("", |u| &u.name)),
             "APPL_PHYSICAL_PATH" => text(&self.physical_path),
-            "REMOTE_ADDR" | "REMOTE_HOST" => shown(out, self.remote.ip()),
-            "REMOTE_PORT" => shown(out, self.remote.port()),
-            "LOCAL_ADDR" => shown(out, self.local.ip()),
-            "SERVER_PORT" => shown(out, self.local.port()),
-            "INSTANCE_ID" => shown(out, self.site_id),
+            "REMOTE_ADDR" | "REMOTE_HOST" => address(out, self.remote.ip()),
+            "REMOTE_PORT" => decimal(out, self.remote.port().into()),
+            "LOCAL_ADDR" => address(out, self.local.ip()),
+            "SERVER_PORT" => decimal(out, self.local.port().into()),
+            "INSTANCE_ID" => decimal(out, self.site_id),
             "APPL_MD_PATH" => {
                 let vdir = if &*self.vdir == "/" { "" } else { &self.vdir };
                 let _ = write!(out, "/LM/W3SVC/{}/ROOT{vdir}", self.site_id);
@@ -178,7 +213,7 @@ impl RequestInfo {
                     }
                     Kind::Bytes
                 } else {
-                    shown(out, self.local.ip())
+                    address(out, self.local.ip())
                 }
             }
             "CONTENT_LENGTH" => {
