@@ -11,7 +11,7 @@
 //! is steadier than throughput on a shared machine.
 //!
 //! ```text
-//! cargo run --release -p iis-sim --bin iis-bench [-- --seconds 3 --rounds 3 --connections 16]
+//! cargo run --release -p iis-sim --bin iis-bench [-- --seconds 2 --rounds 8 --connections 16 --warmup-ms 1000 --only in,out]
 //! ```
 
 use std::io::{BufRead, BufReader, Write};
@@ -66,7 +66,22 @@ async fn backend() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Runs the load: requests per second, requests done, requests failed.
+/// What one run of the load measured.
+struct Measured {
+    /// Requests per second.
+    rate: f64,
+    /// Requests that failed (at any time).
+    failed: u64,
+    /// CPU time of `pids` per request while measuring, in µs.
+    cpu_per_request: Option<f64>,
+}
+
+/// Runs the load for `warmup`, then measures it for `seconds`.
+///
+/// The warm-up is not counted: each run opens fresh connections, and the
+/// first moment after another column ran (its connections, its memory, its
+/// threads) is slower than what follows — an effect of running the columns
+/// in turn, not of the column measured.
 ///
 /// Each connection sends one GET at a time over keep-alive and reads the
 /// whole response (status line, headers, `Content-Length` body) before the
@@ -75,7 +90,13 @@ async fn backend() -> ExitCode {
 /// the two cores with the servers it measures: whatever it spends is spent
 /// by every column alike and pulls their ratios towards 1 (a load generator
 /// on its own machine would cost the servers nothing).
-async fn load(addr: SocketAddr, connections: usize, seconds: u64) -> (f64, u64, u64) {
+async fn load(
+    addr: SocketAddr,
+    connections: usize,
+    warmup: Duration,
+    seconds: u64,
+    pids: &[u32],
+) -> Measured {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -85,7 +106,6 @@ async fn load(addr: SocketAddr, connections: usize, seconds: u64) -> (f64, u64, 
     )
     .into_bytes()
     .into();
-    let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let (done, failed, stop, request) =
@@ -109,17 +129,28 @@ async fn load(addr: SocketAddr, connections: usize, seconds: u64) -> (f64, u64, 
             }
         }));
     }
+    tokio::time::sleep(warmup).await;
+    let (done_before, cpu_before, started) =
+        (done.load(Ordering::Relaxed), cpu_of(pids), Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (done_after, cpu_after, elapsed) = (
+        done.load(Ordering::Relaxed),
+        cpu_of(pids),
+        started.elapsed(),
+    );
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
-    let n = done.load(Ordering::Relaxed);
-    (
-        n as f64 / started.elapsed().as_secs_f64(),
-        n,
-        failed.load(Ordering::Relaxed),
-    )
+    let n = done_after - done_before;
+    Measured {
+        rate: n as f64 / elapsed.as_secs_f64(),
+        failed: failed.load(Ordering::Relaxed),
+        cpu_per_request: match (cpu_before, cpu_after) {
+            (Some(b), Some(a)) if n > 0 => Some((a - b) / n as f64 * 1e6),
+            _ => None,
+        },
+    }
 }
 
 /// A keep-alive connection of the load generator.
@@ -199,6 +230,17 @@ fn response_length(buf: &[u8]) -> Result<Option<usize>, String> {
     Ok(Some(head + length))
 }
 
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// CPU time (user and system) `pid` has used so far, in seconds, where
 /// the system says (`/proc` on Linux; its clock ticks are 1/100 s there).
 fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -247,20 +289,21 @@ async fn main() -> ExitCode {
     }
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!(
-            "usage: iis-bench [--seconds N] [--rounds N] [--connections N] [--only in|native|out|direct]"
+            "usage: iis-bench [--seconds N] [--rounds N] [--connections N] [--warmup-ms N] [--only in|native|out|direct[,…]]"
         );
         return ExitCode::SUCCESS;
     }
-    let (seconds, rounds, connections) = match (
+    let (seconds, rounds, connections, warmup) = match (
         arg(&args, "--seconds", 3),
         arg(&args, "--rounds", 3),
         arg(&args, "--connections", 16),
+        arg(&args, "--warmup-ms", 1000),
     ) {
-        (Ok(s), Ok(r), Ok(c)) => (s, r as usize, c as usize),
-        (s, r, c) => {
+        (Ok(s), Ok(r), Ok(c), Ok(w)) => (s, r as usize, c as usize, Duration::from_millis(w)),
+        (s, r, c, w) => {
             eprintln!(
                 "iis-bench: {}",
-                [s.err(), r.err(), c.err()]
+                [s.err(), r.err(), c.err(), w.err()]
                     .into_iter()
                     .flatten()
                     .collect::<Vec<_>>()
@@ -275,8 +318,11 @@ async fn main() -> ExitCode {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(String::as_str);
-    if only.is_some_and(|o| !["in", "native", "out", "direct"].contains(&o)) {
-        eprintln!("iis-bench: --only takes in, native, out or direct");
+    if only.is_some_and(|o| {
+        o.split(',')
+            .any(|k| !["in", "native", "out", "direct"].contains(&k))
+    }) {
+        eprintln!("iis-bench: --only takes in, native, out or direct, or a comma-separated list");
         return ExitCode::from(2);
     }
 
@@ -337,11 +383,13 @@ async fn main() -> ExitCode {
         ),
     ]
     .into_iter()
-    // `--only` runs one side, for profiling it alone.
-    .filter(|s| only.is_none_or(|o| o == s.key))
+    // `--only` runs some sides, for profiling one alone.
+    .filter(|s| only.is_none_or(|o| o.split(',').any(|k| k == s.key)))
     .collect();
     println!(
-        "iis-bench: GET {PATH}, {connections} connections, {rounds} rounds of {seconds} s each"
+        "iis-bench: GET {PATH}, {connections} connections, {rounds} rounds of {seconds} s each \
+         (after {} ms of warm-up)",
+        warmup.as_millis()
     );
     // Both processes' CPU time, around each run: what a request costs in
     // CPU is steadier on a shared machine than what it gets done per second.
@@ -351,12 +399,11 @@ async fn main() -> ExitCode {
     for round in 1..=rounds {
         let mut line = format!("round {round}:");
         for ((side, results), cpu) in sides.iter().zip(&mut results).zip(&mut cpu) {
-            let before = cpu_of(&pids);
-            let (rate, done, failed) = load(side.addr, connections, seconds).await;
-            let per_request = match (before, cpu_of(&pids)) {
-                (Some(b), Some(a)) if done > 0 => Some((a - b) / done as f64 * 1e6),
-                _ => None,
-            };
+            let Measured {
+                rate,
+                failed,
+                cpu_per_request: per_request,
+            } = load(side.addr, connections, warmup, seconds, &pids).await;
             if failed > 0 {
                 eprintln!("iis-bench: {failed} requests failed {}", side.label);
                 let _ = child.kill();
@@ -402,11 +449,32 @@ async fn main() -> ExitCode {
             .position(|s| s.key == key)
             .map(|i| mean(&results[i]))
     };
-    if let (Some(a), Some(b)) = (of("in"), of("out")) {
-        println!("ratio in/out {:.2} (goal ≥ 2.00)", a / b);
-    }
-    if let (Some(a), Some(b)) = (of("native"), of("out")) {
-        println!("ratio native/out {:.2} (goal ≥ 2.00)", a / b);
+    // The ratio is the median of the rounds' ratios: each round measures
+    // the columns back to back, and on a shared machine a burst of someone
+    // else's work lasting a few seconds lands on one column of one round;
+    // the median leaves that round out, the ratio of the means does not.
+    let ratios = |key: &str| -> Option<Vec<f64>> {
+        let i = sides.iter().position(|s| s.key == key)?;
+        let o = sides.iter().position(|s| s.key == "out")?;
+        Some(
+            results[i]
+                .iter()
+                .zip(&results[o])
+                .map(|(a, b)| a / b)
+                .collect(),
+        )
+    };
+    for key in ["in", "native"] {
+        let (Some(each), Some(a), Some(b)) = (ratios(key), of(key), of("out")) else {
+            continue;
+        };
+        let shown: Vec<String> = each.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "ratio {key}/out {:.2} (goal ≥ 2.00; median of the rounds {}; of the means {:.2})",
+            median(each),
+            shown.join(" "),
+            a / b
+        );
     }
     if let (Some(c), Some(b)) = (of("direct"), of("out")) {
         println!(
@@ -456,7 +524,14 @@ async fn in_process(
 
 #[cfg(test)]
 mod tests {
-    use super::response_length;
+    use super::{median, response_length};
+
+    #[test]
+    fn the_median_is_the_middle_value() {
+        assert_eq!(median(vec![2.3, 1.7, 2.1]), 2.1);
+        assert_eq!(median(vec![2.0, 1.0, 4.0, 3.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+    }
 
     #[test]
     fn a_response_is_its_head_and_content_length() {
