@@ -98,12 +98,15 @@ impl IisRequest for Connection {
 /// `HttpExtensionProc` returns.
 pub(crate) fn serve(running: &Arc<Running>, conn: Connection) -> DWORD {
     let Some(method) = conn.method() else {
-        conn.answer_now(StatusCode::BAD_REQUEST, "no request method");
+        conn.answer_now(
+            StatusCode::BAD_REQUEST,
+            "no request method, or not a method",
+        );
         return HSE_STATUS_SUCCESS;
     };
     // The variables few requests need are read from IIS when asked for,
     // while the request runs.
-    let parts = match cgi::request_from_live_variables(conn.clone(), &method) {
+    let parts = match cgi::request_from_live_variables(conn.clone(), method.as_str()) {
         Ok(m) => m.parts,
         Err(e) => {
             tracing::warn!(error = %e, "cannot map the request IIS passed");

@@ -131,18 +131,22 @@ fn read_kept(vars: &dyn ServerVariables, name: &str, out: &mut Vec<u8>, text: &m
 }
 
 /// The variables of one request left to be read when first asked for,
-/// with the host's view of the request they are read from.
-pub(crate) struct OnDemand {
-    source: Box<dyn ServerVariables + Send + Sync>,
+/// with the host's view of the request they are read from (`V`, a host's
+/// own type, then unsized to [`LiveVariables`]: one allocation for both).
+pub(crate) struct OnDemand<V: ?Sized> {
     values: [std::sync::OnceLock<Option<Bytes>>; ON_DEMAND.len()],
+    source: V,
 }
 
-impl OnDemand {
-    fn new(source: Box<dyn ServerVariables + Send + Sync>) -> Self {
-        OnDemand {
-            source,
+/// [`OnDemand`] whatever the host.
+pub(crate) type LiveVariables = OnDemand<dyn ServerVariables + Send + Sync>;
+
+impl LiveVariables {
+    fn new<V: ServerVariables + Send + Sync + 'static>(source: V) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(OnDemand {
             values: Default::default(),
-        }
+            source,
+        })
     }
 
     /// The value of `name` if it is one of these, read from the host the
@@ -158,7 +162,7 @@ impl OnDemand {
         self.values[i]
             .get_or_init(|| {
                 let mut out = Vec::new();
-                read_kept(&*self.source, ON_DEMAND[i], &mut out, &mut String::new())
+                read_kept(&self.source, ON_DEMAND[i], &mut out, &mut String::new())
                     .then(|| Bytes::from(out))
             })
             .as_ref()
@@ -325,7 +329,7 @@ where
 {
     let mut parts = map_request(&vars, method, true)?.parts;
     if let Some(kept) = parts.extensions.get_mut::<HostVariables>() {
-        kept.set_on_demand(OnDemand::new(Box::new(vars)));
+        kept.set_on_demand(LiveVariables::new(vars));
     }
     Ok(MappedRequest { parts })
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::cgi::OnDemand;
+use crate::cgi::LiveVariables;
 
 /// Name → value facts the host supplies about a request (IIS server variables
 /// such as `APPL_MD_PATH`, `HTTPS_SERVER_SUBJECT`, `LOGON_USER`).
@@ -23,7 +23,7 @@ use crate::cgi::OnDemand;
 #[derive(Clone, Default)]
 pub struct HostVariables {
     entries: Vec<(Cow<'static, str>, Bytes)>,
-    on_demand: Option<Arc<OnDemand>>,
+    on_demand: Option<Arc<LiveVariables>>,
 }
 
 impl std::fmt::Debug for HostVariables {
@@ -54,8 +54,8 @@ impl HostVariables {
     }
 
     /// Leaves the variables `on_demand` knows to be read when asked for.
-    pub(crate) fn set_on_demand(&mut self, on_demand: OnDemand) {
-        self.on_demand = Some(Arc::new(on_demand));
+    pub(crate) fn set_on_demand(&mut self, on_demand: Arc<LiveVariables>) {
+        self.on_demand = Some(on_demand);
     }
 
     fn has_entry(&self, name: &str) -> bool {

@@ -159,8 +159,8 @@ impl Connection {
         self.inner.slot.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The request method (`lpszMethod`).
-    pub fn method(&self) -> Option<String> {
+    /// The request method (`lpszMethod`); `None` if it is not one.
+    pub fn method(&self) -> Option<http::Method> {
         self.with_ecb(|ecb| {
             if ecb.lpszMethod.is_null() {
                 return None;
@@ -168,7 +168,7 @@ impl Connection {
             // SAFETY: IIS passes a NUL-terminated method string that lives as
             // long as the ECB.
             let m = unsafe { CStr::from_ptr(ecb.lpszMethod) };
-            m.to_str().ok().map(str::to_owned)
+            http::Method::from_bytes(m.to_bytes()).ok()
         })
         .flatten()
     }

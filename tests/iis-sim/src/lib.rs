@@ -454,7 +454,7 @@ impl IisPool {
 /// The response head the extension sent.
 struct Head {
     status: StatusCode,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    headers: http::HeaderMap,
 }
 
 type BodyChunk = Result<Bytes, io::Error>;
@@ -554,7 +554,7 @@ pub(crate) struct SimRequest {
     written: AtomicU64,
     faults: Faults,
     state: Mutex<ReqState>,
-    body: Arc<tokio::sync::Mutex<BodySource>>,
+    body: tokio::sync::Mutex<BodySource>,
     /// Native-module mode: the module's side of the request.
     native: Option<native::Native>,
 }
@@ -898,8 +898,10 @@ fn parse_head(status: &[u8], headers: &[u8]) -> Result<Head, String> {
         .and_then(|c| c.parse::<u16>().ok())
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| format!("bad status line {status:?}"))?;
-    let mut out = Vec::new();
-    let mut rest = headers;
+    // The values share one copy of the block.
+    let block = Bytes::copy_from_slice(headers);
+    let mut out = http::HeaderMap::new();
+    let mut rest = &block[..];
     loop {
         let end = rest
             .windows(2)
@@ -917,9 +919,9 @@ fn parse_head(status: &[u8], headers: &[u8]) -> Result<Head, String> {
             )
         })?;
         let name = HeaderName::from_bytes(&line[..colon]).map_err(|e| e.to_string())?;
-        let value = line[colon + 1..].trim_ascii();
-        let value = HeaderValue::from_bytes(value).map_err(|e| e.to_string())?;
-        out.push((name, value));
+        let value = block.slice_ref(line[colon + 1..].trim_ascii());
+        let value = HeaderValue::from_maybe_shared(value).map_err(|e| e.to_string())?;
+        out.append(name, value);
     }
     if !rest.is_empty() {
         return Err("bytes after the header block's empty line".into());
@@ -954,15 +956,18 @@ impl SimBody {
             // A write is still being delivered.
             return self;
         }
+        // Mostly a single write: no list for that.
+        let mut first: Option<Bytes> = None;
         let mut chunks = Vec::new();
         loop {
             match rx.try_recv() {
+                Ok(Ok(chunk)) if first.is_none() => first = Some(chunk),
                 Ok(Ok(chunk)) => chunks.push(chunk),
                 Ok(Err(e)) => {
                     // Keep the failure for the client to see: put it back
                     // behind what came before, in a fresh channel.
-                    let (tx, rx) = mpsc::channel(chunks.len() + 1);
-                    for c in chunks {
+                    let (tx, rx) = mpsc::channel(chunks.len() + 2);
+                    for c in first.into_iter().chain(chunks) {
                         let _ = tx.try_send(Ok(c));
                     }
                     let _ = tx.try_send(Err(e));
@@ -975,10 +980,12 @@ impl SimBody {
                 Err(_) => break,
             }
         }
-        let fixed = match chunks.len() {
-            0 => None,
-            1 => chunks.pop(),
-            _ => Some(chunks.concat().into()),
+        let fixed = match first {
+            Some(first) if !chunks.is_empty() => {
+                chunks.insert(0, first);
+                Some(chunks.concat().into())
+            }
+            first => first,
         };
         SimBody { rx: None, fixed }
     }
@@ -1184,7 +1191,7 @@ async fn serve(
             body_tx: Some(body_tx),
             ..ReqState::default()
         }),
-        body: Arc::new(tokio::sync::Mutex::new(source)),
+        body: tokio::sync::Mutex::new(source),
         native: None,
     });
     shared
@@ -1293,10 +1300,8 @@ async fn respond(
     }
     let mut response = Response::new(body);
     *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
     let h = response.headers_mut();
-    for (n, v) in head.headers {
-        h.append(n, v);
-    }
     if !keep && version != Version::HTTP_2 {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     }
@@ -1420,11 +1425,11 @@ async fn handle_native(
             body_tx: Some(body_tx),
             ..ReqState::default()
         }),
-        body: Arc::new(tokio::sync::Mutex::new(BodySource {
+        body: tokio::sync::Mutex::new(BodySource {
             body: Some(body),
             leftover: Bytes::new(),
             delivered: 0,
-        })),
+        }),
         native: Some(native::Native::new(
             native_ffi::NativeObjects::new(handle, raw, user_strings),
             Some(instance),
@@ -1683,11 +1688,11 @@ mod tests {
             written: AtomicU64::new(0),
             faults: Faults::default(),
             state: Mutex::new(ReqState::default()),
-            body: Arc::new(tokio::sync::Mutex::new(BodySource {
+            body: tokio::sync::Mutex::new(BodySource {
                 body: None,
                 leftover: Bytes::new(),
                 delivered: 0,
-            })),
+            }),
             native: native_state
                 .map(|make| make(registry::handle(*shared.index.get().unwrap(), seq))),
         });

@@ -297,7 +297,7 @@ fn freeze(req: &SimRequest) {
         r.frozen = true;
         Head {
             status: r.status,
-            headers: std::mem::take(&mut r.headers),
+            headers: std::mem::take(&mut r.headers).into_iter().collect(),
         }
     };
     let keep = req.keep_alive_wanted && !n.response().need_disconnect;
