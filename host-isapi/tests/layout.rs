@@ -2,52 +2,17 @@
 //! x86: C static assertions generated from `host_isapi::ffi::layout`, compiled
 //! (not run) with the mingw-w64 cross compilers.
 
-use std::path::PathBuf;
-use std::process::Command;
+#[path = "support/mingw.rs"]
+mod mingw;
 
 use host_isapi::ffi::layout::{CONSTANTS, OFFSETS, SIZES};
-
-#[derive(Clone, Copy)]
-enum Arch {
-    X64,
-    X86,
-}
-
-impl Arch {
-    fn compiler(self) -> &'static str {
-        match self {
-            Arch::X64 => "x86_64-w64-mingw32-gcc",
-            Arch::X86 => "i686-w64-mingw32-gcc",
-        }
-    }
-
-    fn pick(self, x64: usize, x86: usize) -> usize {
-        match self {
-            Arch::X64 => x64,
-            Arch::X86 => x86,
-        }
-    }
-}
+use mingw::Arch;
 
 /// The C source asserting every size, offset and constant for `arch`, plus
 /// `extra` lines.
 fn source(arch: Arch, extra: &str) -> String {
     let mut c = String::from("#include <windows.h>\n#include <httpext.h>\n#include <stddef.h>\n\n");
-    for s in SIZES {
-        let n = arch.pick(s.x64, s.x86);
-        c += &format!(
-            "_Static_assert(sizeof({ty}) == {n}, \"sizeof({ty}) is not {n}\");\n",
-            ty = s.ty
-        );
-    }
-    for o in OFFSETS {
-        let n = arch.pick(o.x64, o.x86);
-        c += &format!(
-            "_Static_assert(offsetof({ty}, {f}) == {n}, \"offsetof({ty}, {f}) is not {n}\");\n",
-            ty = o.ty,
-            f = o.field
-        );
-    }
+    c += &mingw::layout_assertions(arch, SIZES, OFFSETS);
     for (name, value) in CONSTANTS {
         c += &format!("_Static_assert((DWORD)({name}) == {value}u, \"{name} is not {value}\");\n");
     }
@@ -55,29 +20,8 @@ fn source(arch: Arch, extra: &str) -> String {
     c
 }
 
-/// Compiles `source` for `arch`; `Err` carries the compiler's complaints.
 fn compile(arch: Arch, tag: &str, source: &str) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("isapi-layout-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file: PathBuf = dir.join(format!("{tag}.c"));
-    std::fs::write(&file, source).unwrap();
-    let out = Command::new(arch.compiler())
-        .args(["-std=c11", "-c", "-o"])
-        .arg(dir.join(format!("{tag}.o")))
-        .arg(&file)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{} is needed for the layout check ({e}): apt-get install gcc-mingw-w64-x86-64 gcc-mingw-w64-i686 (scripts/test does it)",
-                arch.compiler()
-            )
-        });
-    let _ = std::fs::remove_dir_all(&dir);
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    mingw::compile(arch, "isapi", tag, source)
 }
 
 #[test]
