@@ -397,8 +397,12 @@ async fn main() -> ExitCode {
     let mut results = vec![Vec::new(); sides.len()];
     let mut cpu = vec![Vec::new(); sides.len()];
     for round in 1..=rounds {
-        let mut line = format!("round {round}:");
-        for ((side, results), cpu) in sides.iter().zip(&mut results).zip(&mut cpu) {
+        // Each round starts one column later than the one before: no
+        // column always follows the same other one.
+        let mut cells = vec![String::new(); sides.len()];
+        for k in 0..sides.len() {
+            let i = (round - 1 + k) % sides.len();
+            let side = &sides[i];
             let Measured {
                 rate,
                 failed,
@@ -410,14 +414,15 @@ async fn main() -> ExitCode {
                 let _ = child.wait();
                 return ExitCode::FAILURE;
             }
-            line.push_str(&format!("   {} {rate:>7.0} req/s", side.label));
+            let cell = &mut cells[i];
+            cell.push_str(&format!("   {} {rate:>7.0} req/s", side.label));
             if let Some(us) = per_request {
-                line.push_str(&format!(" ({us:.1} µs CPU/req)"));
-                cpu.push(us);
+                cell.push_str(&format!(" ({us:.1} µs CPU/req)"));
+                cpu[i].push(us);
             }
-            results.push(rate);
+            results[i].push(rate);
         }
-        println!("{line}");
+        println!("round {round}:{}", cells.concat());
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let mut line = "mean:".to_owned();
