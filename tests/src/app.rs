@@ -89,7 +89,7 @@ async fn route(req: Request<Body>) -> Response<Body> {
         "/host-variables" => {
             let vars = req.host_variables().cloned().unwrap_or_default();
             if let Some(id) = param("keep") {
-                KEPT_VARIABLES
+                KEPT_SETS
                     .get_or_init(Default::default)
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -98,7 +98,7 @@ async fn route(req: Request<Body>) -> Response<Body> {
             text(StatusCode::OK, list_variables(&vars, param("names")))
         }
         "/kept-host-variables" => {
-            let kept = KEPT_VARIABLES
+            let kept = KEPT_SETS
                 .get_or_init(Default::default)
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -124,7 +124,7 @@ async fn route(req: Request<Body>) -> Response<Body> {
 }
 
 /// Host variables kept by `/host-variables?keep=I`.
-static KEPT_VARIABLES: OnceLock<Mutex<HashMap<String, HostVariables>>> = OnceLock::new();
+static KEPT_SETS: OnceLock<Mutex<HashMap<String, HostVariables>>> = OnceLock::new();
 
 /// `NAME: value` lines: those in `names` (comma-separated), else all.
 fn list_variables(vars: &HostVariables, names: Option<String>) -> String {
