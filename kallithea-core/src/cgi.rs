@@ -430,6 +430,23 @@ pub fn host_facts(vars: &dyn ServerVariables) -> Result<HostFacts, MappingError>
     Ok(facts.finish(&Bytes::from(arena)))
 }
 
+/// [`host_facts`] for a host whose variables can still be read while the
+/// request runs (as [`request_from_live_variables`] is to
+/// [`request_from_server_variables`]): the kept variables the facts do not
+/// need (`LOGON_USER`, `AUTH_USER`, `APPL_PHYSICAL_PATH`, `SERVER_NAME`,
+/// `INSTANCE_ID`) are read from `vars` when the app first asks for them.
+/// `vars` must report nothing once the request has ended.
+pub fn host_facts_from_live_variables<V>(vars: V) -> Result<HostFacts, MappingError>
+where
+    V: ServerVariables + Send + Sync + 'static,
+{
+    let mut arena = Vec::with_capacity(256);
+    let facts = RawFacts::read(&vars, &mut arena, &mut Vec::new(), true)?;
+    let mut facts = facts.finish(&Bytes::from(arena));
+    facts.variables.set_on_demand(LiveVariables::new(vars));
+    Ok(facts)
+}
+
 /// [`HostFacts`] whose kept variables are still ranges of a buffer being
 /// filled.
 struct RawFacts {
@@ -791,6 +808,26 @@ mod tests {
         assert_eq!(sorted(kept), sorted(eager.host_variables().unwrap()));
         assert_eq!(kept.len(), KEPT_VARIABLES.len());
         assert!(asked(&vars).iter().all(|a| !a.contains("SERVER_NAME")));
+    }
+
+    #[test]
+    fn live_host_facts_leave_the_variables_they_do_not_need_for_later() {
+        let eager = host_facts(&all_kept()).unwrap();
+        let (host, vars) = live(all_kept());
+        let facts = host_facts_from_live_variables(host).unwrap();
+        let during = asked(&vars);
+        for name in ON_DEMAND {
+            assert!(
+                !during.iter().any(|a| a.ends_with(name)),
+                "{name} read with the facts: {during:?}"
+            );
+        }
+        assert_eq!(facts.connection, eager.connection);
+        assert_eq!(facts.path_base, eager.path_base);
+        assert_eq!(facts.identity, eager.identity);
+        assert_eq!(facts.variables.get_str("INSTANCE_ID"), Some("7"));
+        assert_eq!(asked(&vars), ["INSTANCE_ID"]);
+        assert_eq!(sorted(&facts.variables), sorted(&eager.variables));
     }
 
     #[test]

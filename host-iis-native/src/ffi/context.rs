@@ -118,13 +118,14 @@ unsafe fn wide(p: PCWSTR) -> Option<String> {
 /// `len` bytes at `p` (not NUL-terminated), empty for a null pointer.
 ///
 /// # Safety
-/// `p` is null or points to `len` readable bytes.
-unsafe fn bytes_at(p: PCSTR, len: usize) -> Vec<u8> {
+/// `p` is null or points to `len` readable bytes that stay valid and
+/// unchanged for `'a`.
+unsafe fn bytes_at<'a>(p: PCSTR, len: usize) -> &'a [u8] {
     if p.is_null() || len == 0 {
-        return Vec::new();
+        return &[];
     }
     // SAFETY: the caller's promise.
-    unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
+    unsafe { std::slice::from_raw_parts(p, len) }
 }
 
 impl Shared {
@@ -166,7 +167,7 @@ impl Shared {
     }
 
     /// The request head as IIS parsed it (read on the IIS thread, in the
-    /// notification). `None` if IIS gives no request.
+    /// notification), copied into one block. `None` if IIS gives no request.
     pub(crate) fn raw_head(&self) -> Option<RawHead> {
         let req = self.request.as_ptr();
         // SAFETY: the request object is live during the notification; the
@@ -176,7 +177,7 @@ impl Shared {
             if m.is_null() {
                 return None;
             }
-            CStr::from_ptr(m.cast()).to_bytes().to_vec()
+            CStr::from_ptr(m.cast()).to_bytes()
         };
         // SAFETY: as above; the raw request lives as long as the request.
         let raw = unsafe { vcall!(req, REQUEST_GET_RAW_HTTP_REQUEST, fn() -> *mut HTTP_REQUEST;) };
@@ -185,62 +186,69 @@ impl Shared {
         }
         // SAFETY: non-null, IIS's own HTTP_REQUEST for this request.
         let raw = unsafe { &*raw };
-        let mut headers = Vec::new();
-        for (id, h) in raw.Headers.KnownHeaders.iter().enumerate() {
-            if h.RawValueLength > 0 && !h.pRawValue.is_null() {
-                // SAFETY: IIS gives the value's length; values are not
-                // NUL-terminated.
-                let value = unsafe { bytes_at(h.pRawValue, h.RawValueLength as usize) };
-                headers.push((REQUEST_HEADER_NAMES[id].as_bytes().to_vec(), value));
-            }
-        }
-        if !raw.Headers.pUnknownHeaders.is_null() {
+        let known = || {
+            raw.Headers
+                .KnownHeaders
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.RawValueLength > 0 && !h.pRawValue.is_null())
+        };
+        let unknown: &[HTTP_UNKNOWN_HEADER] = if raw.Headers.pUnknownHeaders.is_null() {
+            &[]
+        } else {
             // SAFETY: `UnknownHeaderCount` entries at `pUnknownHeaders`.
-            let unknown = unsafe {
+            unsafe {
                 std::slice::from_raw_parts(
                     raw.Headers.pUnknownHeaders,
                     raw.Headers.UnknownHeaderCount as usize,
                 )
-            };
-            for h in unknown {
-                // SAFETY: names and values with their lengths.
-                let (name, value) = unsafe {
-                    (
-                        bytes_at(h.pName, h.NameLength as usize),
-                        bytes_at(h.pRawValue, h.RawValueLength as usize),
-                    )
-                };
-                headers.push((name, value));
             }
+        };
+        let room = known()
+            .map(|(_, h)| usize::from(h.RawValueLength))
+            .sum::<usize>()
+            + unknown
+                .iter()
+                .map(|h| usize::from(h.NameLength) + usize::from(h.RawValueLength))
+                .sum::<usize>();
+        // SAFETY: the raw URL with its length.
+        let raw_url = unsafe { bytes_at(raw.pRawUrl, raw.RawUrlLength as usize) };
+        let mut head = RawHead::new(method, raw_url, room);
+        for (id, h) in known() {
+            // SAFETY: IIS gives the value's length; values are not
+            // NUL-terminated.
+            let value = unsafe { bytes_at(h.pRawValue, h.RawValueLength as usize) };
+            head.push_known(REQUEST_HEADER_NAMES[id], value);
         }
-        // SAFETY: the raw URL with its length; the cooked path is UTF-16
-        // with a byte length, pointing into the full URL.
-        let (raw_url, cooked_path, cooked_query) = unsafe {
+        for h in unknown {
+            // SAFETY: names and values with their lengths.
+            let (name, value) = unsafe {
+                (
+                    bytes_at(h.pName, h.NameLength as usize),
+                    bytes_at(h.pRawValue, h.RawValueLength as usize),
+                )
+            };
+            head.push(name, value);
+        }
+        if raw_url.first() != Some(&b'/') {
+            // The target comes from the cooked URL (UTF-16, byte lengths,
+            // pointing into the full URL).
             let cooked = &raw.CookedUrl;
-            let units = |p: PCWSTR, bytes: USHORT| {
+            // SAFETY: `bytes` bytes of UTF-16 at `p`, when not null.
+            let units = |p: PCWSTR, bytes: USHORT| unsafe {
                 if p.is_null() {
                     String::new()
                 } else {
                     String::from_utf16_lossy(std::slice::from_raw_parts(p, bytes as usize / 2))
                 }
             };
-            (
-                bytes_at(raw.pRawUrl, raw.RawUrlLength as usize),
-                units(cooked.pAbsPath, cooked.AbsPathLength),
-                units(cooked.pQueryString, cooked.QueryStringLength),
-            )
-        };
+            head.cooked_path = units(cooked.pAbsPath, cooked.AbsPathLength);
+            head.cooked_query = units(cooked.pQueryString, cooked.QueryStringLength);
+        }
+        head.version = (raw.Version.MajorVersion, raw.Version.MinorVersion);
         // SAFETY: a request object method without arguments.
-        let remaining = unsafe { vcall!(req, REQUEST_GET_REMAINING_ENTITY_BYTES, fn() -> DWORD;) };
-        Some(RawHead {
-            method,
-            raw_url,
-            cooked_path,
-            cooked_query,
-            version: (raw.Version.MajorVersion, raw.Version.MinorVersion),
-            headers,
-            remaining,
-        })
+        head.remaining = unsafe { vcall!(req, REQUEST_GET_REMAINING_ENTITY_BYTES, fn() -> DWORD;) };
+        Some(head)
     }
 
     /// The user IIS authenticated (`IHttpUser`), if any.
@@ -584,16 +592,13 @@ impl NativeRequest {
             .unwrap_or(E_FAIL)
     }
 
-    fn set_header(&self, name: &str, value: &[u8], replace: bool) -> HRESULT {
-        let Ok(len) = USHORT::try_from(value.len()) else {
+    /// `SetHeader` with the name and the value each NUL-terminated
+    /// (`value_z` is the value's `len` bytes and its NUL).
+    fn set_header_z(&self, name_z: &[u8], value_z: &[u8], replace: bool) -> HRESULT {
+        debug_assert!(name_z.last() == Some(&0) && value_z.last() == Some(&0));
+        let Ok(len) = USHORT::try_from(value_z.len() - 1) else {
             return E_INVALIDARG;
         };
-        let mut name_z = Vec::with_capacity(name.len() + 1);
-        name_z.extend_from_slice(name.as_bytes());
-        name_z.push(0);
-        let mut value_z = Vec::with_capacity(value.len() + 1);
-        value_z.extend_from_slice(value);
-        value_z.push(0);
         let resp = self.shared.response.as_ptr();
         self.shared
             .live(|| {
@@ -667,14 +672,29 @@ impl IisRequest for NativeRequest {
         if hr < 0 {
             return Err(failed(hr));
         }
+        // Each name and value NUL-terminated, in one buffer reused for
+        // every header (IIS copies what it is given).
+        let room = headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 2)
+            .max()
+            .unwrap_or(0);
+        let mut buf = Vec::with_capacity(room);
         let mut previous: Option<&http::HeaderName> = None;
         for (name, value) in headers {
             if managed_by_iis(name) {
                 continue;
             }
+            buf.clear();
+            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.push(0);
+            let value_at = buf.len();
+            buf.extend_from_slice(value.as_bytes());
+            buf.push(0);
             // The first value replaces what IIS may have set; more values of
             // the same name are added.
-            let hr = self.set_header(name.as_str(), value.as_bytes(), previous != Some(name));
+            let (name_z, value_z) = buf.split_at(value_at);
+            let hr = self.set_header_z(name_z, value_z, previous != Some(name));
             if hr < 0 {
                 return Err(failed(hr));
             }

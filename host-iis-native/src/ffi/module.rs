@@ -171,8 +171,15 @@ fn execute(module: &Module, shared: Arc<Shared>) -> i32 {
         native.answer_now(StatusCode::BAD_REQUEST, "IIS gave no request");
         return RQ_NOTIFICATION_FINISH_REQUEST;
     };
-    let mapped =
-        cgi::host_facts(&native).and_then(|facts| request::to_parts(&head, facts, shared.user()));
+    let remaining = head.remaining;
+    // The kept variables the facts do not need are read when the app asks
+    // for them, while the request runs (IIS keeps them readable until it
+    // ends; `NativeRequest` reports nothing after that).
+    let variables = NativeRequest {
+        shared: Arc::clone(&shared),
+    };
+    let mapped = cgi::host_facts_from_live_variables(variables)
+        .and_then(|facts| request::to_parts(head, facts, shared.user()));
     let parts = match mapped {
         Ok(p) => p,
         Err(e) => {
@@ -182,7 +189,7 @@ fn execute(module: &Module, shared: Arc<Shared>) -> i32 {
         }
     };
     let body = BodyStart {
-        total: body_length(&parts, head.remaining),
+        total: body_length(&parts, remaining),
         preloaded: bytes::Bytes::new(),
     };
     // Before the request can complete (and IIS can answer it on another

@@ -535,9 +535,9 @@ async fn with_the_first_step_off_iis_threads_only_hand_requests_over(package: &s
 }
 
 /// The kept host variables through the real calls: each as IIS reports it.
-/// The ISAPI extension reads those the mapping does not need only when the
-/// app asks (while the request runs; afterwards they are not there, and no
-/// call reaches IIS for them), the native module reads them all up front.
+/// Both hosts read those the mapping does not need only when the app asks
+/// (while the request runs; afterwards they are not there, and no call
+/// reaches IIS for them).
 async fn host_variables_are_iis_own_and_read_only_while_the_request_runs(package: &str) {
     use kallithea_conformance::client::RawConn;
     let dll = install(package, "hostvars", "worker_threads = 2\n");
@@ -592,22 +592,17 @@ async fn host_variables_are_iis_own_and_read_only_while_the_request_runs(package
         "SERVER_NAME",
     ];
     assert_eq!(names(&get("/kept-host-variables?id=all").await), every);
-    let kept = names(&get("/kept-host-variables?id=one").await);
-    if package == "conformance-isapi" {
-        // What the mapping read, and what the app asked for in time.
-        assert_eq!(
-            kept,
-            [
-                "APPL_MD_PATH",
-                "AUTH_TYPE",
-                "HTTPS",
-                "REMOTE_USER",
-                "SERVER_NAME"
-            ]
-        );
-    } else {
-        assert_eq!(kept, every);
-    }
+    // What the mapping read, and what the app asked for in time.
+    assert_eq!(
+        names(&get("/kept-host-variables?id=one").await),
+        [
+            "APPL_MD_PATH",
+            "AUTH_TYPE",
+            "HTTPS",
+            "REMOTE_USER",
+            "SERVER_NAME"
+        ]
+    );
     drop(conn);
     // No variable was asked for after its request ended (the simulator
     // records that as a violation).
