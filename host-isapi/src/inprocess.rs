@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use kallithea_core::{Body, BodySender, BoxError, ConnectionInfo};
 use tokio::sync::Mutex as AsyncMutex;
@@ -71,12 +71,16 @@ pub trait IisRequest: Send + Sync + 'static {
         async { Ok(()) }
     }
 
-    /// Sets the response status and headers; `keep_conn` says whether the
-    /// connection may serve another request afterwards.
+    /// Sets the response status and headers, and a `Content-Length` of
+    /// `content_length` besides them (`headers` then has none: the engine
+    /// gives the length it knows from the body this way, without adding it
+    /// to the app's header map); `keep_conn` says whether the connection may
+    /// serve another request afterwards.
     fn send_headers(
         &self,
         status: StatusCode,
         headers: &HeaderMap,
+        content_length: Option<u64>,
         keep_conn: bool,
     ) -> io::Result<()>;
 
@@ -352,16 +356,17 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let (mut parts, body) = response.into_parts();
-    if !head
+    let (parts, body) = response.into_parts();
+    let declared = parts.headers.contains_key(CONTENT_LENGTH);
+    let content_length = if !head
         && may_have_body(parts.status)
-        && !parts.headers.contains_key(CONTENT_LENGTH)
+        && !declared
         && !parts.headers.contains_key(TRANSFER_ENCODING)
     {
-        if let Some(n) = body.size_hint().exact() {
-            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
-        }
-    }
+        body.size_hint().exact()
+    } else {
+        None
+    };
     // A response that starts before the request body was read to its end
     // (an early answer, a refusal, a full-duplex stream) closes the
     // connection: what is left of the body must not be taken for the next
@@ -371,13 +376,14 @@ where
         && !connection_says(&parts.headers, "close");
     exchange
         .conn
-        .send_headers(parts.status, &parts.headers, keep)
+        .send_headers(parts.status, &parts.headers, content_length, keep)
         .map_err(|_| ClientGone)?;
     exchange.headers_sent.store(true, Ordering::Release);
     let mut body = std::pin::pin!(body);
     if !head
         && !body.is_end_stream()
-        && !parts.headers.contains_key(CONTENT_LENGTH)
+        && !declared
+        && content_length.is_none()
         && may_have_body(parts.status)
     {
         // A body of unknown length may stream slowly (events, long polls):

@@ -52,14 +52,21 @@ impl IisRequest for Connection {
         &self,
         status: StatusCode,
         headers: &HeaderMap,
+        content_length: Option<u64>,
         keep_conn: bool,
     ) -> io::Result<()> {
         // Status and header block in one buffer, each NUL-terminated.
-        let mut head = Vec::with_capacity(40 + headers.len() * 40);
+        let mut head = Vec::with_capacity(64 + headers.len() * 40);
         cgi::append_status_line(&mut head, status);
         let status_len = head.len();
         head.push(0);
-        cgi::append_header_block(&mut head, headers);
+        cgi::append_header_lines(&mut head, headers);
+        if let Some(n) = content_length {
+            head.extend_from_slice(b"Content-Length: ");
+            head.extend_from_slice(cgi::decimal(n, &mut [0; 20]));
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
         head.push(0);
         Connection::send_head(self, &head, status_len, keep_conn)
     }

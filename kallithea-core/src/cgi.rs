@@ -269,34 +269,50 @@ pub fn path_base_from_metabase(appl_md_path: &str) -> Option<PathBase> {
     PathBase::new(rest).ok()
 }
 
-/// `addr` and `port` as a socket address, read through `scratch`.
+/// Reads variable `name` onto the end of `buf` for `parse`, then takes it
+/// off again: `buf` is left as it was. `None` when the host has no value.
+fn parse_at_end<T>(
+    vars: &dyn ServerVariables,
+    name: &str,
+    buf: &mut Vec<u8>,
+    parse: impl FnOnce(&[u8]) -> T,
+) -> Option<T> {
+    let start = buf.len();
+    let found = vars.append(name, buf);
+    let parsed = found.then(|| parse(&buf[start..]));
+    buf.truncate(start);
+    parsed
+}
+
+/// `addr` and `port` as a socket address, each read onto the end of `buf`
+/// and taken off again.
 fn socket(
     vars: &dyn ServerVariables,
     addr: &'static str,
     port: &'static str,
-    scratch: &mut Vec<u8>,
+    buf: &mut Vec<u8>,
 ) -> Result<SocketAddr, MappingError> {
-    scratch.clear();
-    if !vars.append(addr, scratch) {
-        return Err(MappingError::Missing(addr));
-    }
-    let ip = text(addr, scratch)?;
-    let ip: IpAddr = ip.trim().parse().map_err(|_| MappingError::Invalid {
-        name: addr,
-        why: format!("{ip:?} is not an IP address"),
-    })?;
-    scratch.clear();
-    let port = if vars.append(port, scratch) {
-        text(port, scratch)?
+    let ip = parse_at_end(vars, addr, buf, |v| {
+        let ip = text(addr, v)?;
+        ip.trim()
+            .parse::<IpAddr>()
+            .map_err(|_| MappingError::Invalid {
+                name: addr,
+                why: format!("{ip:?} is not an IP address"),
+            })
+    })
+    .ok_or(MappingError::Missing(addr))??;
+    let port = parse_at_end(vars, port, buf, |v| {
+        text(port, v)?
             .trim()
-            .parse()
+            .parse::<u16>()
             .map_err(|_| MappingError::Invalid {
                 name: port,
                 why: "not a port number".into(),
-            })?
-    } else {
-        0
-    };
+            })
+    })
+    .transpose()?
+    .unwrap_or(0);
     Ok(SocketAddr::new(ip, port))
 }
 
@@ -346,37 +362,36 @@ fn map_request(
     })?;
     // The target, the header block and the kept variables go into one
     // buffer that the URI, the header values and the `HostVariables` share
-    // once it is frozen; the variables that are only parsed go through a
-    // second one, reused. (A dozen variables per
-    // request, each its own allocation or two, were a measurable part of an
-    // in-process request.)
+    // once it is frozen; the variables that are only parsed are read onto
+    // its end and taken off again. (A dozen variables per request, each its
+    // own allocation or two, were a measurable part of an in-process
+    // request.)
     let mut arena = Vec::with_capacity(512);
-    let mut scratch = Vec::with_capacity(256);
     if !vars.append("HTTP_URL", &mut arena) || arena.is_empty() {
         arena.clear();
         if !vars.append("URL", &mut arena) {
             return Err(MappingError::Missing("HTTP_URL"));
         }
-        if vars.append("QUERY_STRING", &mut scratch) && !scratch.is_empty() {
-            arena.push(b'?');
-            arena.extend_from_slice(&scratch);
+        let path_end = arena.len();
+        arena.push(b'?');
+        if !vars.append("QUERY_STRING", &mut arena) || arena.len() == path_end + 1 {
+            arena.truncate(path_end);
         }
     }
     let target = arena.len();
-    scratch.clear();
-    vars.append("SERVER_PROTOCOL", &mut scratch);
-    let version = match scratch.as_slice() {
+    let version = parse_at_end(vars, "SERVER_PROTOCOL", &mut arena, |v| match v {
         b"HTTP/1.0" => Version::HTTP_10,
         b"HTTP/2" | b"HTTP/2.0" => Version::HTTP_2,
         b"HTTP/3" => Version::HTTP_3,
         b"HTTP/0.9" => Version::HTTP_09,
         _ => Version::HTTP_11,
-    };
+    })
+    .unwrap_or(Version::HTTP_11);
     let raw_headers = arena.len()..{
         vars.append("ALL_RAW", &mut arena);
         arena.len()
     };
-    let facts = RawFacts::read(vars, &mut arena, &mut scratch, live)?;
+    let facts = RawFacts::read(vars, &mut arena, live)?;
     let arena = Bytes::from(arena);
     let headers = parse_header_bytes(&arena.slice(raw_headers))?;
     let uri = Uri::from_maybe_shared(arena.slice(..target)).map_err(|e| MappingError::Invalid {
@@ -426,7 +441,7 @@ impl HostFacts {
 /// once (every call crosses into the host).
 pub fn host_facts(vars: &dyn ServerVariables) -> Result<HostFacts, MappingError> {
     let mut arena = Vec::with_capacity(256);
-    let facts = RawFacts::read(vars, &mut arena, &mut Vec::new(), false)?;
+    let facts = RawFacts::read(vars, &mut arena, false)?;
     Ok(facts.finish(&Bytes::from(arena)))
 }
 
@@ -441,7 +456,7 @@ where
     V: ServerVariables + Send + Sync + 'static,
 {
     let mut arena = Vec::with_capacity(256);
-    let facts = RawFacts::read(&vars, &mut arena, &mut Vec::new(), true)?;
+    let facts = RawFacts::read(&vars, &mut arena, true)?;
     let mut facts = facts.finish(&Bytes::from(arena));
     facts.variables.set_on_demand(LiveVariables::new(vars));
     Ok(facts)
@@ -458,11 +473,10 @@ struct RawFacts {
 
 impl RawFacts {
     /// Appends the kept variables to `arena` (without the [`ON_DEMAND`]
-    /// ones when `live`); `scratch` for the rest.
+    /// ones when `live`); the rest are read onto its end and taken off.
     fn read(
         vars: &dyn ServerVariables,
         arena: &mut Vec<u8>,
-        scratch: &mut Vec<u8>,
         live: bool,
     ) -> Result<RawFacts, MappingError> {
         let mut kept: [Option<std::ops::Range<usize>>; KEPT_VARIABLES.len()] = Default::default();
@@ -475,8 +489,13 @@ impl RawFacts {
             let start = arena.len();
             if read_kept(vars, name, arena, &mut text) {
                 if *name == "REMOTE_USER" {
-                    // Checked UTF-8 by `user_name`.
-                    user = std::str::from_utf8(&arena[start..]).ok().map(str::to_owned);
+                    // Checked UTF-8 by `user_name`; read from the UNICODE_
+                    // form, the name is in `text` already.
+                    user = if text.as_bytes() == &arena[start..] {
+                        Some(std::mem::take(&mut text))
+                    } else {
+                        std::str::from_utf8(&arena[start..]).ok().map(str::to_owned)
+                    };
                 }
                 *slot = Some(start..arena.len());
             }
@@ -484,8 +503,8 @@ impl RawFacts {
         Ok(RawFacts {
             kept,
             user,
-            remote: socket(vars, "REMOTE_ADDR", "REMOTE_PORT", scratch)?,
-            local: socket(vars, "LOCAL_ADDR", "SERVER_PORT", scratch)?,
+            remote: socket(vars, "REMOTE_ADDR", "REMOTE_PORT", arena)?,
+            local: socket(vars, "LOCAL_ADDR", "SERVER_PORT", arena)?,
         })
     }
 
@@ -613,13 +632,33 @@ pub fn header_block(headers: &HeaderMap) -> Vec<u8> {
 
 /// [`header_block`], appended to `out`.
 pub fn append_header_block(out: &mut Vec<u8>, headers: &HeaderMap) {
+    append_header_lines(out, headers);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// [`append_header_block`] without the empty line that ends the block, for
+/// a caller that adds headers of its own after these.
+pub fn append_header_lines(out: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written into the end of `buf` (a `u64` has at most 20
+/// digits): for a header value without formatting machinery or allocation.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 /// The status as IIS takes it: `200 OK`, or the bare code when there is no
@@ -1006,6 +1045,19 @@ mod tests {
         v.plain.insert("QUERY_STRING", b"q=1".to_vec());
         let r = request_from_server_variables(&v, "POST").unwrap().parts;
         assert_eq!(r.uri.to_string(), "/a/b?q=1");
+        v.plain.insert("QUERY_STRING", b"q?".to_vec());
+        let r = request_from_server_variables(&v, "GET").unwrap().parts;
+        assert_eq!(
+            r.uri.to_string(),
+            "/a/b?q?",
+            "a query ending in ? is kept whole"
+        );
+        v.plain.insert("QUERY_STRING", Vec::new());
+        let r = request_from_server_variables(&v, "GET").unwrap().parts;
+        assert_eq!(r.uri.to_string(), "/a/b", "no ? for an empty query");
+        v.plain.remove("QUERY_STRING");
+        let r = request_from_server_variables(&v, "GET").unwrap().parts;
+        assert_eq!(r.uri.to_string(), "/a/b");
         v.plain.remove("URL");
         assert_eq!(
             request_from_server_variables(&v, "GET").unwrap_err(),
@@ -1065,6 +1117,13 @@ mod tests {
         assert!(inside(&from_bytes["x-latin"]));
         assert!(!inside(&from_bytes["x-folded"]), "a folded value is new");
         assert!(parse_header_bytes(&Bytes::from_static(b"A: x\x01y\r\n")).is_err());
+    }
+
+    #[test]
+    fn decimals_are_written_whole() {
+        for n in [0, 7, 10, 99, 4096, u64::from(u32::MAX), u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
     }
 
     #[test]

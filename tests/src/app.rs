@@ -28,7 +28,9 @@ pub const REFLECT_PREFIX: &str = "x-reflect-";
 ///   each (values escaped with [`escape`](crate::pattern::escape));
 /// * `/status/{code}` — answers with that status (and a body the host must drop
 ///   for 204 and 304);
-/// * `/download?bytes=N` — streams N pattern bytes in 64 KiB chunks;
+/// * `/download?bytes=N` — streams N pattern bytes in 64 KiB chunks, with a
+///   `Content-Length` header (with `&length=body`, the body's size hint is
+///   the only word on its length, for the host to announce);
 /// * `/sse?id=I&n=N` — N events, each produced only after the previous one was
 ///   acknowledged with `/ack?id=I&i=K`;
 /// * `/hang?id=I` — never answers; `/hang-status?id=I` says `running` or
@@ -68,7 +70,10 @@ async fn route(req: Request<Body>) -> Response<Body> {
     match path.as_str() {
         p if p.starts_with("/echo") => echo(req).await,
         p if p.starts_with("/status/") => status(&p["/status/".len()..]),
-        "/download" => download(param("bytes").and_then(|b| b.parse().ok()).unwrap_or(0)),
+        "/download" => download(
+            param("bytes").and_then(|b| b.parse().ok()).unwrap_or(0),
+            param("length").as_deref() != Some("body"),
+        ),
         "/sse" => sse(
             param("id").unwrap_or_default(),
             param("n").and_then(|n| n.parse().ok()).unwrap_or(3),
@@ -254,7 +259,7 @@ fn status(code: &str) -> Response<Body> {
     }
 }
 
-fn download(total: u64) -> Response<Body> {
+fn download(total: u64, header: bool) -> Response<Body> {
     let (mut tx, body) = Body::channel_with_length(2, Some(total));
     tokio::spawn(async move {
         let mut off = 0u64;
@@ -269,8 +274,10 @@ fn download(total: u64) -> Response<Body> {
         }
     });
     let mut resp = Response::new(body);
-    resp.headers_mut()
-        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(total));
+    if header {
+        resp.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(total));
+    }
     resp
 }
 

@@ -415,6 +415,21 @@ async fn small_bodies(c: &Ctx<'_>) -> CaseResult {
         r.get("body_checksum") == checksum_of(1000),
         "1000-byte body arrived changed"
     );
+    // A response body whose length the app announced goes out with that
+    // length, whether it comes in one piece or streams (not chunked, which
+    // HTTP/1.0 clients and some proxies handle badly).
+    for path in ["/status/200", "/download?bytes=200000&length=body"] {
+        let resp = c
+            .client
+            .fetch(get(c, path).body(Body::empty()).unwrap())
+            .await?;
+        let lengths: Vec<_> = resp.headers.get_all("content-length").iter().collect();
+        check!(
+            lengths.len() == 1 && lengths[0].as_bytes() == resp.body.len().to_string().as_bytes(),
+            "{path}: a {}-byte response came with content-length {lengths:?}",
+            resp.body.len()
+        );
+    }
     Ok(())
 }
 

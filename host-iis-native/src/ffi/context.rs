@@ -666,6 +666,7 @@ impl IisRequest for NativeRequest {
         &self,
         status: StatusCode,
         headers: &HeaderMap,
+        content_length: Option<u64>,
         keep_conn: bool,
     ) -> io::Result<()> {
         let hr = self.set_status(status);
@@ -699,6 +700,16 @@ impl IisRequest for NativeRequest {
                 return Err(failed(hr));
             }
             previous = Some(name);
+        }
+        if let Some(n) = content_length {
+            let mut buf = [0; 20];
+            let digits = kallithea_core::cgi::decimal(n, &mut buf);
+            let mut value_z = [0; 21];
+            value_z[..digits.len()].copy_from_slice(digits);
+            let hr = self.set_header_z(b"Content-Length\0", &value_z[..=digits.len()], true);
+            if hr < 0 {
+                return Err(failed(hr));
+            }
         }
         if !keep_conn {
             self.call_void(self.shared.response, RESPONSE_SET_NEED_DISCONNECT);
@@ -745,7 +756,7 @@ impl IisRequest for NativeRequest {
             http::HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         headers.insert(http::header::CONTENT_LENGTH, body.len().into());
-        if IisRequest::send_headers(self, status, &headers, false).is_ok() {
+        if IisRequest::send_headers(self, status, &headers, None, false).is_ok() {
             let _ = self.write_sync(body.as_bytes());
         }
     }
