@@ -798,6 +798,18 @@ mod tests {
         std::mem::take(&mut *vars.lock().unwrap().asked.borrow_mut())
     }
 
+    /// None of the [`ON_DEMAND`] variables was asked for since `asked` last
+    /// took the list.
+    fn assert_no_on_demand_read(vars: &std::sync::Mutex<Vars>, when: &str) {
+        let asked = asked(vars);
+        for name in ON_DEMAND {
+            assert!(
+                !asked.iter().any(|a| a.ends_with(name)),
+                "{name} read {when}: {asked:?}"
+            );
+        }
+    }
+
     fn sorted(vars: &HostVariables) -> Vec<(String, Vec<u8>)> {
         let mut all: Vec<_> = vars
             .iter()
@@ -814,13 +826,7 @@ mod tests {
             .parts;
         let (host, vars) = live(all_kept());
         let r = request_from_live_variables(host, "GET").unwrap().parts;
-        let during_mapping = asked(&vars);
-        for name in ON_DEMAND {
-            assert!(
-                !during_mapping.iter().any(|a| a.ends_with(name)),
-                "{name} read while mapping: {during_mapping:?}"
-            );
-        }
+        assert_no_on_demand_read(&vars, "while mapping");
         // The rest of the mapping is the same.
         assert_eq!(r.uri, eager.uri);
         assert_eq!(r.headers, eager.headers);
@@ -854,13 +860,7 @@ mod tests {
         let eager = host_facts(&all_kept()).unwrap();
         let (host, vars) = live(all_kept());
         let facts = host_facts_from_live_variables(host).unwrap();
-        let during = asked(&vars);
-        for name in ON_DEMAND {
-            assert!(
-                !during.iter().any(|a| a.ends_with(name)),
-                "{name} read with the facts: {during:?}"
-            );
-        }
+        assert_no_on_demand_read(&vars, "with the facts");
         assert_eq!(facts.connection, eager.connection);
         assert_eq!(facts.path_base, eager.path_base);
         assert_eq!(facts.identity, eager.identity);
