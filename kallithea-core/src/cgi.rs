@@ -391,7 +391,7 @@ fn map_request(
         vars.append("ALL_RAW", &mut arena);
         arena.len()
     };
-    let facts = RawFacts::read(vars, &mut arena, live)?;
+    let facts = RawFacts::read(vars, &mut arena, live, None)?;
     let arena = Bytes::from(arena);
     let headers = parse_header_bytes(&arena.slice(raw_headers))?;
     let uri = Uri::from_maybe_shared(arena.slice(..target)).map_err(|e| MappingError::Invalid {
@@ -441,7 +441,7 @@ impl HostFacts {
 /// once (every call crosses into the host).
 pub fn host_facts(vars: &dyn ServerVariables) -> Result<HostFacts, MappingError> {
     let mut arena = Vec::with_capacity(256);
-    let facts = RawFacts::read(vars, &mut arena, false)?;
+    let facts = RawFacts::read(vars, &mut arena, false, None)?;
     Ok(facts.finish(&Bytes::from(arena)))
 }
 
@@ -450,13 +450,19 @@ pub fn host_facts(vars: &dyn ServerVariables) -> Result<HostFacts, MappingError>
 /// [`request_from_server_variables`]): the kept variables the facts do not
 /// need (`LOGON_USER`, `AUTH_USER`, `APPL_PHYSICAL_PATH`, `SERVER_NAME`,
 /// `INSTANCE_ID`) are read from `vars` when the app first asks for them.
-/// `vars` must report nothing once the request has ended.
-pub fn host_facts_from_live_variables<V>(vars: V) -> Result<HostFacts, MappingError>
+/// `vars` must report nothing once the request has ended. `addresses`, the
+/// remote and the local address when the host gives them without server
+/// variables (IIS's `GetRemoteAddress`/`GetLocalAddress`), spare reading
+/// `REMOTE_ADDR`, `REMOTE_PORT`, `LOCAL_ADDR` and `SERVER_PORT`.
+pub fn host_facts_from_live_variables<V>(
+    vars: V,
+    addresses: Option<(SocketAddr, SocketAddr)>,
+) -> Result<HostFacts, MappingError>
 where
     V: ServerVariables + Send + Sync + 'static,
 {
     let mut arena = Vec::with_capacity(256);
-    let facts = RawFacts::read(&vars, &mut arena, true)?;
+    let facts = RawFacts::read(&vars, &mut arena, true, addresses)?;
     let mut facts = facts.finish(&Bytes::from(arena));
     facts.variables.set_on_demand(LiveVariables::new(vars));
     Ok(facts)
@@ -473,11 +479,13 @@ struct RawFacts {
 
 impl RawFacts {
     /// Appends the kept variables to `arena` (without the [`ON_DEMAND`]
-    /// ones when `live`); the rest are read onto its end and taken off.
+    /// ones when `live`); the rest are read onto its end and taken off —
+    /// the addresses only when the host did not give them.
     fn read(
         vars: &dyn ServerVariables,
         arena: &mut Vec<u8>,
         live: bool,
+        addresses: Option<(SocketAddr, SocketAddr)>,
     ) -> Result<RawFacts, MappingError> {
         let mut kept: [Option<std::ops::Range<usize>>; KEPT_VARIABLES.len()] = Default::default();
         let mut user = None;
@@ -500,11 +508,18 @@ impl RawFacts {
                 *slot = Some(start..arena.len());
             }
         }
+        let (remote, local) = match addresses {
+            Some(given) => given,
+            None => (
+                socket(vars, "REMOTE_ADDR", "REMOTE_PORT", arena)?,
+                socket(vars, "LOCAL_ADDR", "SERVER_PORT", arena)?,
+            ),
+        };
         Ok(RawFacts {
             kept,
             user,
-            remote: socket(vars, "REMOTE_ADDR", "REMOTE_PORT", arena)?,
-            local: socket(vars, "LOCAL_ADDR", "SERVER_PORT", arena)?,
+            remote,
+            local,
         })
     }
 
@@ -859,7 +874,7 @@ mod tests {
     fn live_host_facts_leave_the_variables_they_do_not_need_for_later() {
         let eager = host_facts(&all_kept()).unwrap();
         let (host, vars) = live(all_kept());
-        let facts = host_facts_from_live_variables(host).unwrap();
+        let facts = host_facts_from_live_variables(host, None).unwrap();
         assert_no_on_demand_read(&vars, "with the facts");
         assert_eq!(facts.connection, eager.connection);
         assert_eq!(facts.path_base, eager.path_base);
@@ -867,6 +882,23 @@ mod tests {
         assert_eq!(facts.variables.get_str("INSTANCE_ID"), Some("7"));
         assert_eq!(asked(&vars), ["INSTANCE_ID"]);
         assert_eq!(sorted(&facts.variables), sorted(&eager.variables));
+    }
+
+    #[test]
+    fn addresses_the_host_gives_spare_their_variables() {
+        let remote: SocketAddr = "[2001:db8::7]:50123".parse().unwrap();
+        let local: SocketAddr = "192.0.2.1:443".parse().unwrap();
+        let (host, vars) = live(all_kept());
+        let facts = host_facts_from_live_variables(host, Some((remote, local))).unwrap();
+        assert_eq!(
+            (facts.connection.remote, facts.connection.local),
+            (remote, local)
+        );
+        let asked = asked(&vars);
+        for name in ["REMOTE_ADDR", "REMOTE_PORT", "LOCAL_ADDR", "SERVER_PORT"] {
+            assert!(!asked.iter().any(|a| a == name), "{name} read: {asked:?}");
+        }
+        assert!(facts.connection.secure, "HTTPS is still read");
     }
 
     #[test]

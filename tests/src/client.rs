@@ -150,6 +150,13 @@ impl RawResponse {
 }
 
 impl RawConn {
+    /// This end's address (the one the server sees as the client's).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream
+            .local_addr()
+            .expect("a connected socket has an address")
+    }
+
     /// Connects to `addr`.
     pub async fn connect(addr: SocketAddr) -> Result<Self, String> {
         let stream = timed(TcpStream::connect(addr), "connection")

@@ -115,6 +115,36 @@ unsafe fn wide(p: PCWSTR) -> Option<String> {
     }))
 }
 
+/// The IPv4 or IPv6 address at `p`; `None` for null or another family.
+///
+/// # Safety
+/// `p` is null or points to a `SOCKADDR` whose `sa_family` says how long it
+/// is: a whole `SOCKADDR_IN` for `AF_INET`, `SOCKADDR_IN6` for `AF_INET6`.
+unsafe fn socket_addr(p: *const c_void) -> Option<std::net::SocketAddr> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: every SOCKADDR starts with its family.
+    match unsafe { p.cast::<USHORT>().read_unaligned() } {
+        AF_INET => {
+            // SAFETY: the family says a SOCKADDR_IN is there.
+            let a = unsafe { p.cast::<SOCKADDR_IN>().read_unaligned() };
+            Some((a.sin_addr, u16::from_be(a.sin_port)).into())
+        }
+        AF_INET6 => {
+            // SAFETY: the family says a SOCKADDR_IN6 is there.
+            let a = unsafe { p.cast::<SOCKADDR_IN6>().read_unaligned() };
+            Some(std::net::SocketAddr::V6(std::net::SocketAddrV6::new(
+                a.sin6_addr.into(),
+                u16::from_be(a.sin6_port),
+                0,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
 /// `len` bytes at `p` (not NUL-terminated), empty for a null pointer.
 ///
 /// # Safety
@@ -249,6 +279,22 @@ impl Shared {
         // SAFETY: a request object method without arguments.
         head.remaining = unsafe { vcall!(req, REQUEST_GET_REMAINING_ENTITY_BYTES, fn() -> DWORD;) };
         Some(head)
+    }
+
+    /// The remote and the local address (`GetRemoteAddress`,
+    /// `GetLocalAddress`), when IIS gives both as IPv4 or IPv6 addresses.
+    pub(crate) fn addresses(&self) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        let req = self.request.as_ptr();
+        // SAFETY: request methods without arguments; each returns null or
+        // a SOCKADDR IIS owns for the request's life.
+        let (remote, local) = unsafe {
+            (
+                vcall!(req, REQUEST_GET_REMOTE_ADDRESS, fn() -> *const c_void;),
+                vcall!(req, REQUEST_GET_LOCAL_ADDRESS, fn() -> *const c_void;),
+            )
+        };
+        // SAFETY: as above: null, or a SOCKADDR whose family says its type.
+        unsafe { Some((socket_addr(remote)?, socket_addr(local)?)) }
     }
 
     /// The user IIS authenticated (`IHttpUser`), if any.
@@ -786,5 +832,49 @@ impl IisRequest for NativeRequest {
         // told the request ended, and no notification for it is running
         // (the handler returned PENDING, nothing is outstanding).
         unsafe { vcall!(ctx, CONTEXT_INDICATE_COMPLETION, fn(i32); status) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(p: *const c_void) -> Option<std::net::SocketAddr> {
+        // SAFETY: the tests pass null or a whole address of the family it
+        // names.
+        unsafe { socket_addr(p) }
+    }
+
+    #[test]
+    fn windows_socket_addresses_are_read_in_network_order() {
+        let v4 = SOCKADDR_IN {
+            sin_family: AF_INET,
+            sin_port: 50123u16.to_be(),
+            sin_addr: [192, 0, 2, 1],
+            ..Default::default()
+        };
+        assert_eq!(
+            read((&raw const v4).cast()),
+            Some("192.0.2.1:50123".parse().unwrap())
+        );
+        let v6 = SOCKADDR_IN6 {
+            sin6_family: AF_INET6,
+            sin6_port: 443u16.to_be(),
+            sin6_addr: "2001:db8::7"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+            sin6_scope_id: 3,
+            ..Default::default()
+        };
+        let read_v6 = read((&raw const v6).cast()).unwrap();
+        assert_eq!(read_v6, "[2001:db8::7%3]:443".parse().unwrap());
+        // Linux's AF_INET6 (10) is not Windows': an unknown family.
+        let linux = SOCKADDR_IN6 {
+            sin6_family: 10,
+            ..v6
+        };
+        assert_eq!(read((&raw const linux).cast()), None);
+        assert_eq!(read(ptr::null()), None);
     }
 }

@@ -120,6 +120,8 @@ slots! {
     REQUEST_GET_HTTP_METHOD = IHttpRequest[8] "GetHttpMethod" "PCSTR () const";
     REQUEST_READ_ENTITY_BODY = IHttpRequest[16] "ReadEntityBody" "HRESULT (void *, DWORD, BOOL, DWORD *, BOOL *)";
     REQUEST_GET_REMAINING_ENTITY_BYTES = IHttpRequest[18] "GetRemainingEntityBytes" "DWORD ()";
+    REQUEST_GET_LOCAL_ADDRESS = IHttpRequest[14] "GetLocalAddress" "PSOCKADDR () const";
+    REQUEST_GET_REMOTE_ADDRESS = IHttpRequest[15] "GetRemoteAddress" "PSOCKADDR () const";
     RESPONSE_SET_STATUS = IHttpResponse[3] "SetStatus" "HRESULT (USHORT, PCSTR, USHORT, HRESULT, IAppHostConfigException *, BOOL)";
     RESPONSE_SET_HEADER = IHttpResponse[5] "SetHeader" "HRESULT (PCSTR, PCSTR, USHORT, BOOL)";
     RESPONSE_CLEAR = IHttpResponse[10] "Clear" "void ()";
@@ -316,6 +318,34 @@ pub struct HTTP_COOKED_URL {
     pub pQueryString: PCWSTR,
 }
 
+/// `AF_INET` in Windows' numbering.
+pub const AF_INET: USHORT = 2;
+/// `AF_INET6` in Windows' numbering (not Linux's 10).
+pub const AF_INET6: USHORT = 23;
+
+/// An IPv4 socket address as Windows lays it out (port and address in
+/// network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SOCKADDR_IN {
+    pub sin_family: USHORT,
+    pub sin_port: USHORT,
+    pub sin_addr: [u8; 4],
+    pub sin_zero: [u8; 8],
+}
+
+/// An IPv6 socket address as Windows lays it out (port and address in
+/// network byte order, scope id in host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SOCKADDR_IN6 {
+    pub sin6_family: USHORT,
+    pub sin6_port: USHORT,
+    pub sin6_flowinfo: u32,
+    pub sin6_addr: [u8; 16],
+    pub sin6_scope_id: u32,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct HTTP_TRANSPORT_ADDRESS {
@@ -425,6 +455,19 @@ pub mod layout {
             pAbsPath: 24, 16;
             pQueryString: 32, 20;
         }
+        SOCKADDR_IN (16, 16) {
+            sin_family: 0, 0;
+            sin_port: 2, 2;
+            sin_addr: 4, 4;
+            sin_zero: 8, 8;
+        }
+        SOCKADDR_IN6 (28, 28) {
+            sin6_family: 0, 0;
+            sin6_port: 2, 2;
+            sin6_flowinfo: 4, 4;
+            sin6_addr: 8, 8;
+            sin6_scope_id: 24, 24;
+        }
         HTTP_TRANSPORT_ADDRESS (16, 8) {
             pRemoteAddress: 0, 0;
             pLocalAddress: 8, 4;
@@ -470,6 +513,8 @@ pub mod layout {
         use super::*;
         &[
             ("HttpHeaderRequestMaximum", HttpHeaderRequestMaximum as i64),
+            ("AF_INET", AF_INET as i64),
+            ("AF_INET6", AF_INET6 as i64),
             ("HttpDataChunkFromMemory", HttpDataChunkFromMemory as i64),
             ("HttpHeaderContentLength", 11),
             ("HttpHeaderHost", 28),

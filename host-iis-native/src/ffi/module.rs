@@ -178,7 +178,9 @@ fn execute(module: &Module, shared: Arc<Shared>) -> i32 {
     let variables = NativeRequest {
         shared: Arc::clone(&shared),
     };
-    let mapped = cgi::host_facts_from_live_variables(variables)
+    // The addresses from the request object, as native modules read them
+    // (their server variables are the fallback).
+    let mapped = cgi::host_facts_from_live_variables(variables, shared.addresses())
         .and_then(|facts| request::to_parts(head, facts, shared.user()));
     let parts = match mapped {
         Ok(p) => p,

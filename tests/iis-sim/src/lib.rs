@@ -154,6 +154,9 @@ pub struct Stats {
     /// `OnExecuteRequestHandler` returning something other than
     /// `RQ_NOTIFICATION_PENDING`.
     pub ended_in_call: u64,
+    /// `GetServerVariable` calls the DLL made (ISAPI, both native forms;
+    /// a retry with a larger buffer counts again).
+    pub server_variable_calls: u64,
 }
 
 /// The simulator could not start or reload the extension.
@@ -200,6 +203,7 @@ struct Counters {
     sync_writes: AtomicU64,
     async_writes: AtomicU64,
     ended_in_call: AtomicU64,
+    server_variable_calls: AtomicU64,
 }
 
 /// Strings that describe the site and are the same for every request.
@@ -304,6 +308,7 @@ impl Shared {
             sync_writes: self.counters.sync_writes.load(Ordering::Acquire),
             async_writes: self.counters.async_writes.load(Ordering::Acquire),
             ended_in_call: self.counters.ended_in_call.load(Ordering::Acquire),
+            server_variable_calls: self.counters.server_variable_calls.load(Ordering::Acquire),
         }
     }
 
@@ -574,13 +579,24 @@ impl SimRequest {
             .violation(format!("request {}: {what}", self.seq));
     }
 
+    /// A server variable the DLL asked for (counted in
+    /// [`Stats::server_variable_calls`]).
     pub(crate) fn server_variable(&self, name: &str) -> Result<Vec<u8>, u32> {
+        self.count_variable_call();
         self.info.lookup(name)
     }
 
     /// [`server_variable`](Self::server_variable) into `out`.
     pub(crate) fn server_variable_into(&self, name: &str, out: &mut Vec<u8>) -> Result<(), u32> {
+        self.count_variable_call();
         self.info.lookup_into(name, out)
+    }
+
+    fn count_variable_call(&self) {
+        self.shared
+            .counters
+            .server_variable_calls
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the session has ended.
@@ -1381,6 +1397,8 @@ async fn handle_native(
         version,
         headers: &parts.headers,
         request_id: seq as u64,
+        remote,
+        local,
     });
     let raw = match raw {
         Ok(r) => r,
@@ -1724,6 +1742,8 @@ mod tests {
                     version: (1, 1),
                     headers: &headers,
                     request_id: 1,
+                    remote: "127.0.0.1:50000".parse().unwrap(),
+                    local: "127.0.0.1:80".parse().unwrap(),
                 })
                 .unwrap();
                 native::Native::new(

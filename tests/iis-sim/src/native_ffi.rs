@@ -117,6 +117,39 @@ pub(crate) struct RawRequest {
     _full_url: Vec<u16>,
     /// Name (lower case) → (offset, length) in `_packed`, for `GetHeader`.
     index: Vec<(String, *const u8, u16)>,
+    /// The remote and the local address as `SOCKADDR`s in Windows' layout
+    /// (an IPv4 one in the first 16 bytes), for `HTTP_REQUEST.Address`,
+    /// `GetRemoteAddress` and `GetLocalAddress`.
+    addresses: Box<[SOCKADDR_IN6; 2]>,
+}
+
+/// `addr` as Windows lays out its `SOCKADDR` (`SOCKADDR_IN` or
+/// `SOCKADDR_IN6`, Windows' family numbers, port in network order), in
+/// storage that holds either.
+fn windows_sockaddr(addr: std::net::SocketAddr, storage: &mut SOCKADDR_IN6) {
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            let v4 = SOCKADDR_IN {
+                sin_family: AF_INET,
+                sin_port: a.port().to_be(),
+                sin_addr: a.ip().octets(),
+                sin_zero: [0; 8],
+            };
+            *storage = SOCKADDR_IN6::default();
+            // SAFETY: a SOCKADDR_IN (16 bytes, 2-aligned) fits at the start
+            // of the 28-byte, 4-aligned storage.
+            unsafe { ptr::from_mut(storage).cast::<SOCKADDR_IN>().write(v4) };
+        }
+        std::net::SocketAddr::V6(a) => {
+            *storage = SOCKADDR_IN6 {
+                sin6_family: AF_INET6,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo().to_be(),
+                sin6_addr: a.ip().octets(),
+                sin6_scope_id: a.scope_id(),
+            };
+        }
+    }
 }
 
 /// What the simulator puts in a request's `HTTP_REQUEST`.
@@ -131,6 +164,8 @@ pub(crate) struct RawFields<'a> {
     pub version: (u16, u16),
     pub headers: &'a http::HeaderMap,
     pub request_id: u64,
+    pub remote: std::net::SocketAddr,
+    pub local: std::net::SocketAddr,
 }
 
 impl RawRequest {
@@ -221,6 +256,9 @@ impl RawRequest {
             let name = String::from_utf8_lossy(&packed[noff..noff + nlen]).to_ascii_lowercase();
             index.push((name, at(voff), vlen as u16));
         }
+        let mut addresses = Box::new([SOCKADDR_IN6::default(); 2]);
+        windows_sockaddr(f.remote, &mut addresses[0]);
+        windows_sockaddr(f.local, &mut addresses[1]);
         let full = full_url.as_ptr();
         let units = |from: usize, n: usize| -> PCWSTR {
             if n == 0 {
@@ -259,8 +297,8 @@ impl RawRequest {
                 pQueryString: units(host_units + path_units, query_units),
             },
             Address: HTTP_TRANSPORT_ADDRESS {
-                pRemoteAddress: ptr::null_mut(),
-                pLocalAddress: ptr::null_mut(),
+                pRemoteAddress: (&raw mut addresses[0]).cast(),
+                pLocalAddress: (&raw mut addresses[1]).cast(),
             },
             Headers: HTTP_REQUEST_HEADERS {
                 UnknownHeaderCount: count,
@@ -290,6 +328,7 @@ impl RawRequest {
             _raw_url: raw_url,
             _full_url: full_url,
             index,
+            addresses,
         })
     }
 }
@@ -740,6 +779,8 @@ vtable!(REQUEST_VTBL, REQUEST_N, {
     REQUEST_READ_ENTITY_BODY => req_read_entity_body,
     REQUEST_GET_REMAINING_ENTITY_BYTES => req_get_remaining_entity_bytes,
     REQUEST_GET_HTTP_VERSION => req_get_http_version,
+    REQUEST_GET_REMOTE_ADDRESS => req_get_remote_address,
+    REQUEST_GET_LOCAL_ADDRESS => req_get_local_address,
 });
 vtable!(RESPONSE_VTBL, RESPONSE_N, {
     RESPONSE_SET_STATUS => resp_set_status,
@@ -1057,6 +1098,27 @@ unsafe extern "system" fn req_get_http_version(
             }
         }
     });
+}
+
+/// `GetRemoteAddress` (`which` 0) and `GetLocalAddress` (1): the request's
+/// own `SOCKADDR`, valid while the request lives.
+fn request_address(this: *mut Obj, which: usize, what: &str) -> *const c_void {
+    guarded(ptr::null(), || {
+        // SAFETY: as above.
+        let Some(req) = (unsafe { request_of(this, what) }) else {
+            return ptr::null();
+        };
+        req.native()
+            .map_or(ptr::null(), |n| (&raw const n.raw.addresses[which]).cast())
+    })
+}
+
+unsafe extern "system" fn req_get_remote_address(this: *mut Obj) -> *const c_void {
+    request_address(this, 0, "GetRemoteAddress")
+}
+
+unsafe extern "system" fn req_get_local_address(this: *mut Obj) -> *const c_void {
+    request_address(this, 1, "GetLocalAddress")
 }
 
 unsafe extern "system" fn req_get_remaining_entity_bytes(this: *mut Obj) -> DWORD {
@@ -1431,7 +1493,34 @@ mod tests {
             version: (1, 1),
             headers,
             request_id: 7,
+            remote: "[2001:db8::7]:50123".parse().unwrap(),
+            local: "192.0.2.1:8080".parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn addresses_are_windows_sockaddrs_in_the_raw_request() {
+        let h = http::HeaderMap::new();
+        let raw = RawRequest::new(fields(&h, b"/")).unwrap();
+        let (remote, local) = (
+            raw.req.Address.pRemoteAddress,
+            raw.req.Address.pLocalAddress,
+        );
+        assert_eq!(remote.cast_const(), (&raw const raw.addresses[0]).cast());
+        assert_eq!(local.cast_const(), (&raw const raw.addresses[1]).cast());
+        let v6 = raw.addresses[0];
+        assert_eq!(v6.sin6_family, 23, "Windows' AF_INET6");
+        assert_eq!(v6.sin6_port.to_ne_bytes(), 50123u16.to_be_bytes());
+        assert_eq!(
+            std::net::Ipv6Addr::from(v6.sin6_addr),
+            "2001:db8::7".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        // SAFETY: the local address was written as a SOCKADDR_IN at the start
+        // of its storage.
+        let v4 = unsafe { local.cast::<SOCKADDR_IN>().read() };
+        assert_eq!(v4.sin_family, 2);
+        assert_eq!(v4.sin_port.to_ne_bytes(), 8080u16.to_be_bytes());
+        assert_eq!(v4.sin_addr, [192, 0, 2, 1]);
     }
 
     #[test]

@@ -115,6 +115,7 @@ for_both_hosts!(
     a_short_last_piece_is_written_synchronously_and_the_rest_streams,
     with_the_first_step_off_iis_threads_only_hand_requests_over,
     host_variables_are_iis_own_and_read_only_while_the_request_runs,
+    the_connection_is_mapped_with_few_calls_into_iis,
 );
 
 async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle(package: &str) {
@@ -532,6 +533,47 @@ async fn with_the_first_step_off_iis_threads_only_hand_requests_over(package: &s
     }
     let stats = finish(sim).await;
     assert_eq!(stats.sessions_ended, 3, "{stats:?}");
+}
+
+/// The request is mapped with as few calls into IIS as the host allows,
+/// and the client's address comes through whole: the ISAPI extension asks
+/// for 11 server variables (target, protocol, headers, four for the
+/// addresses, four kept ones), the native module for 4 (the kept ones; the
+/// rest it reads from the request object, addresses through
+/// `GetRemoteAddress`/`GetLocalAddress`).
+async fn the_connection_is_mapped_with_few_calls_into_iis(package: &str) {
+    use kallithea_conformance::client::RawConn;
+    let dll = install(package, "fewcalls", "worker_threads = 2\n");
+    let sim = start(&dll, |c| {
+        c.vdir = "/app".into();
+        c.auth = iis_sim::WindowsAuth::Fixed {
+            user: "EXAMPLE\\alice".into(),
+        };
+    })
+    .await;
+    let mut conn = RawConn::connect(sim.local_addr()).await.unwrap();
+    let client = conn.local_addr();
+    let before = sim.stats().server_variable_calls;
+    conn.send(b"GET /app/echo HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let r = conn.read_response(false).await.unwrap();
+    assert_eq!(r.status, 200);
+    let body = String::from_utf8(r.body).unwrap();
+    assert!(
+        body.lines().any(|l| l == format!("remote: {client}")),
+        "the app did not see {client}: {body}"
+    );
+    assert!(body.contains("identity: EXAMPLE"), "{body}");
+    let calls = sim.stats().server_variable_calls - before;
+    let expected = if package == "conformance-isapi" {
+        11
+    } else {
+        4
+    };
+    assert_eq!(calls, expected, "GetServerVariable calls for one request");
+    drop(conn);
+    finish(sim).await;
 }
 
 /// The kept host variables through the real calls: each as IIS reports it.
