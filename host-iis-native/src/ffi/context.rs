@@ -134,12 +134,14 @@ unsafe fn socket_addr(p: *const c_void) -> Option<std::net::SocketAddr> {
         AF_INET6 => {
             // SAFETY: the family says a SOCKADDR_IN6 is there.
             let a = unsafe { p.cast::<SOCKADDR_IN6>().read_unaligned() };
-            Some(std::net::SocketAddr::V6(std::net::SocketAddrV6::new(
-                a.sin6_addr.into(),
-                u16::from_be(a.sin6_port),
-                0,
-                a.sin6_scope_id,
-            )))
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr);
+            let port = u16::from_be(a.sin6_port);
+            // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d;
+            // REMOTE_ADDR gives them as IPv4, and so does this.
+            Some(match ip.to_ipv4_mapped() {
+                Some(v4) => (v4, port).into(),
+                None => std::net::SocketAddrV6::new(ip, port, 0, a.sin6_scope_id).into(),
+            })
         }
         _ => None,
     }
@@ -869,6 +871,18 @@ mod tests {
         };
         let read_v6 = read((&raw const v6).cast()).unwrap();
         assert_eq!(read_v6, "[2001:db8::7%3]:443".parse().unwrap());
+        let mapped = SOCKADDR_IN6 {
+            sin6_addr: "::ffff:198.51.100.9"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+            ..v6
+        };
+        assert_eq!(
+            read((&raw const mapped).cast()),
+            Some("198.51.100.9:443".parse().unwrap()),
+            "an IPv4 client of a dual-stack listener is an IPv4 address"
+        );
         // Linux's AF_INET6 (10) is not Windows': an unknown family.
         let linux = SOCKADDR_IN6 {
             sin6_family: 10,
