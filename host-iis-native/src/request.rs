@@ -31,8 +31,8 @@ pub struct RawHead {
     pub remaining: u32,
 }
 
-/// A header's name: one HTTP.sys knows (by its index), or the bytes the
-/// client sent, in the block.
+/// A header's name: one of the names HTTP.sys knows (static), or the bytes
+/// the client sent, in the block.
 #[derive(Debug, Clone)]
 enum RawName {
     Known(&'static str),
@@ -81,11 +81,6 @@ impl RawHead {
         self.block.extend_from_slice(value);
         self.headers
             .push((RawName::Unknown(name.clone()), name.end..self.block.len()));
-    }
-
-    /// The number of headers.
-    pub fn header_count(&self) -> usize {
-        self.headers.len()
     }
 }
 
