@@ -114,6 +114,30 @@ pub struct BodyStart {
     pub preloaded: Bytes,
 }
 
+/// The request body's length, from its headers and what the server says:
+/// unknown (`None`) for a chunked body; the `Content-Length` value when
+/// there is one — IIS's counts are 32-bit, and `0xFFFFFFFF` stands for
+/// "unknown, or 4 GiB or more" (`cbTotalBytes`, `GetRemainingEntityBytes`),
+/// so only the header gives a larger body its exact length; otherwise the
+/// server's count, unless it is that marker.
+///
+/// With a length, a body that ends early is an error for the app, never a
+/// short body taken for a whole one.
+pub fn declared_body_length(headers: &HeaderMap, server_count: u32) -> Option<u64> {
+    if headers.contains_key(TRANSFER_ENCODING) {
+        return None;
+    }
+    match headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+    {
+        Some(n) => Some(n),
+        None if server_count == u32::MAX => None,
+        None => Some(u64::from(server_count)),
+    }
+}
+
 /// The client went away (a read or write failed, or the server says it is
 /// gone).
 #[derive(Debug)]
@@ -417,4 +441,54 @@ where
     }
     exchange.keep_conn.store(keep, Ordering::Release);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(list: &[(&'static str, &'static str)]) -> HeaderMap {
+        list.iter()
+            .map(|(n, v)| {
+                (
+                    http::HeaderName::from_static(n),
+                    http::HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_body_of_4_gib_or_more_keeps_its_declared_length() {
+        // IIS's count saturates; the header has the whole number.
+        let big = headers(&[("content-length", "5000000000")]);
+        assert_eq!(declared_body_length(&big, u32::MAX), Some(5_000_000_000));
+        let edge = headers(&[("content-length", "4294967295")]);
+        assert_eq!(declared_body_length(&edge, u32::MAX), Some(4_294_967_295));
+    }
+
+    #[test]
+    fn a_chunked_body_has_no_length_whatever_else_is_said() {
+        let chunked = headers(&[("transfer-encoding", "chunked"), ("content-length", "10")]);
+        assert_eq!(declared_body_length(&chunked, u32::MAX), None);
+        assert_eq!(declared_body_length(&chunked, 10), None);
+    }
+
+    #[test]
+    fn without_a_usable_header_the_servers_count_decides() {
+        assert_eq!(declared_body_length(&HeaderMap::new(), 0), Some(0));
+        assert_eq!(declared_body_length(&HeaderMap::new(), 1234), Some(1234));
+        // 0xFFFFFFFF: unknown (an HTTP/2 body without a declared length).
+        assert_eq!(declared_body_length(&HeaderMap::new(), u32::MAX), None);
+        let bad = headers(&[("content-length", "12, 12")]);
+        assert_eq!(declared_body_length(&bad, 12), Some(12));
+    }
+
+    #[test]
+    fn the_header_counts_the_whole_body_where_the_server_counts_what_is_left() {
+        // A native module's GetRemainingEntityBytes counts what is left to
+        // read; the header, the whole body.
+        let declared = headers(&[("content-length", " 65536 ")]);
+        assert_eq!(declared_body_length(&declared, 16384), Some(65536));
+    }
 }

@@ -13,7 +13,7 @@ use kallithea_core::cgi::{self, ServerVariables};
 
 use crate::extension::Running;
 use crate::ffi::ecb::Connection;
-use crate::ffi::{DWORD, HSE_STATUS_SUCCESS, HSE_UNKNOWN_LENGTH};
+use crate::ffi::{DWORD, HSE_STATUS_SUCCESS};
 use crate::inprocess::{self, BodyStart, IisRequest};
 
 impl ServerVariables for Connection {
@@ -123,7 +123,7 @@ pub(crate) fn serve(running: &Arc<Running>, conn: Connection) -> DWORD {
     };
     let (total, preloaded) = conn.body_start();
     let body = BodyStart {
-        total: (total != HSE_UNKNOWN_LENGTH).then_some(u64::from(total)),
+        total: inprocess::declared_body_length(&parts.headers, total),
         preloaded,
     };
     match inprocess::start(running, conn.clone(), parts, body) {

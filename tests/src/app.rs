@@ -41,7 +41,8 @@ pub const REFLECT_PREFIX: &str = "x-reflect-";
 ///   with `keep`, the request's set is kept under id `I`, and
 ///   `/kept-host-variables?id=I` lists what it holds then (after that request
 ///   ended);
-/// * `/early` — answers without reading the request body;
+/// * `/early` — answers without reading the request body, with the body's
+///   length as the app sees it (`body_length: N`, or `unknown`);
 /// * `/panic` — panics.
 pub fn app() -> impl tower_service::Service<
     Request<Body>,
@@ -114,7 +115,13 @@ async fn route(req: Request<Body>) -> Response<Body> {
                 None => text(StatusCode::NOT_FOUND, "nothing kept under that id\n".into()),
             }
         }
-        "/early" => text(StatusCode::OK, "early\n".into()),
+        // What the app knows of the body's length before reading any of it.
+        "/early" => {
+            let length = http_body::Body::size_hint(req.body())
+                .exact()
+                .map_or("unknown".to_owned(), |n| n.to_string());
+            text(StatusCode::OK, format!("early\nbody_length: {length}\n"))
+        }
         // Where the app runs: the name of the thread that handled this.
         "/thread" => text(
             StatusCode::OK,

@@ -119,6 +119,10 @@ pub fn all() -> Vec<Case> {
         case("early_response_arrives_before_the_body_is_read", |c| {
             Box::pin(early_response(c))
         }),
+        case(
+            "the_declared_body_length_reaches_the_app_beyond_4_gib",
+            |c| Box::pin(declared_length(c)),
+        ),
         Case {
             needs: Some(|caps| caps.identity),
             ..case("host_identity_reaches_the_app", |c| {
@@ -707,6 +711,46 @@ async fn early_response(c: &Ctx<'_>) -> CaseResult {
         sent_at_response < total,
         "the response came only after the whole body was sent"
     );
+    Ok(())
+}
+
+/// The body's length as the client declared it is what the app sees before
+/// reading: exact beyond the 32-bit counts IIS keeps (`cbTotalBytes`
+/// saturates at `0xFFFFFFFF`, which means "unknown, or 4 GiB or more"), and
+/// unknown for a chunked body. Only the first 64 KiB are sent (more than
+/// IIS reads ahead before calling the app), and `/early` answers without
+/// reading.
+async fn declared_length(c: &Ctx<'_>) -> CaseResult {
+    let piece = vec![b'x'; 64 * 1024];
+    let chunked = {
+        let mut b = format!("{:x}\r\n", piece.len()).into_bytes();
+        b.extend_from_slice(&piece);
+        b.extend_from_slice(b"\r\n");
+        b
+    };
+    let tries: [(&str, &[u8], &str); 4] = [
+        ("Content-Length: 5000000000", &piece, "5000000000"),
+        ("Content-Length: 4294967295", &piece, "4294967295"),
+        ("Content-Length: 65536", &piece, "65536"),
+        ("Transfer-Encoding: chunked", &chunked, "unknown"),
+    ];
+    for (header, body, want) in tries {
+        let mut conn = RawConn::connect(c.host.addr()).await?;
+        let head = format!(
+            "POST {}/early HTTP/1.1\r\nHost: c\r\n{header}\r\n\r\n",
+            c.base
+        );
+        conn.send(head.as_bytes()).await?;
+        conn.send(body).await?;
+        let r = conn.read_response(false).await?;
+        check!(r.status == 200, "{header}: answered {}", r.status);
+        let text = String::from_utf8_lossy(&r.body);
+        check!(
+            text.lines().any(|l| l == format!("body_length: {want}")),
+            "{header}: the app saw {:?}, expected body_length {want}",
+            text.trim()
+        );
+    }
     Ok(())
 }
 

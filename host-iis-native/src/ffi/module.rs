@@ -191,7 +191,7 @@ fn execute(module: &Module, shared: Arc<Shared>) -> i32 {
         }
     };
     let body = BodyStart {
-        total: body_length(&parts, remaining),
+        total: inprocess::declared_body_length(&parts.headers, remaining),
         preloaded: bytes::Bytes::new(),
     };
     // Before the request can complete (and IIS can answer it on another
@@ -201,26 +201,6 @@ fn execute(module: &Module, shared: Arc<Shared>) -> i32 {
         Ok(()) => shared.handler_returns(),
         // Answered already.
         Err(_) => RQ_NOTIFICATION_FINISH_REQUEST,
-    }
-}
-
-/// The body's length: declared by `Content-Length`, unknown when chunked
-/// (or when IIS says `0xFFFFFFFF` remains), otherwise what IIS says
-/// remains.
-fn body_length(parts: &http::request::Parts, remaining: u32) -> Option<u64> {
-    if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
-        return None;
-    }
-    match parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-    {
-        Some(n) => Some(n),
-        // IIS's "unknown" (an HTTP/2 body without a declared length).
-        None if remaining == u32::MAX => None,
-        None => Some(u64::from(remaining)),
     }
 }
 

@@ -174,7 +174,7 @@ impl Connection {
     }
 
     /// The body's declared length (`cbTotalBytes`; [`HSE_UNKNOWN_LENGTH`]
-    /// when chunked) and a copy of the part IIS read ahead (`lpbData`,
+    /// when chunked, or for 4 GiB or more) and a copy of the part IIS read ahead (`lpbData`,
     /// `cbAvailable`).
     pub fn body_start(&self) -> (u32, Bytes) {
         self.with_ecb(|ecb| {

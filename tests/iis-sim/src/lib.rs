@@ -1148,7 +1148,9 @@ async fn serve(
     }
     source.delivered = 0;
     let total = match declared {
-        Some(n) => u32::try_from(n).unwrap_or(HSE_UNKNOWN_LENGTH - 1),
+        // 4 GiB or more does not fit: IIS says 0xFFFFFFFF ("read until no
+        // more data"), as for a body of unknown length.
+        Some(n) => u32::try_from(n).unwrap_or(HSE_UNKNOWN_LENGTH),
         None if source.is_end() => preloaded.len() as u32,
         None => HSE_UNKNOWN_LENGTH,
     };
