@@ -174,8 +174,8 @@ impl Connection {
     }
 
     /// The body's declared length (`cbTotalBytes`; [`HSE_UNKNOWN_LENGTH`]
-    /// when chunked, or for 4 GiB or more) and a copy of the part IIS read ahead (`lpbData`,
-    /// `cbAvailable`).
+    /// when chunked, or for 4 GiB or more) and a copy of the part IIS read
+    /// ahead (`lpbData`, `cbAvailable`).
     pub fn body_start(&self) -> (u32, Bytes) {
         self.with_ecb(|ecb| {
             let n = ecb.cbAvailable.min(ecb.cbTotalBytes) as usize;
