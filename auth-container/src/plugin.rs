@@ -19,7 +19,10 @@ pub const NAME: &str = "container";
 /// 1. the name comes from the host ([`Settings::header`] as a host variable, or
 ///    the host's identity), or — only from a paired front proxy — from
 ///    [`Settings::fallback_header`];
-/// 2. no name: the anonymous user if [`Settings::anonymous`], otherwise 401;
+/// 2. no name: the anonymous user if [`Settings::anonymous`], otherwise 401
+///    without a challenge of its own: the host that authenticates issues it
+///    (IIS's authentication modules add theirs to every 401; host-hyper's
+///    Negotiate challenges before the app is reached);
 /// 3. the name is cleaned ([`clean_username`]); a refused name gets 403;
 /// 4. the user is looked up (from memory when known) or created, active or
 ///    not per [`Settings::activation`];

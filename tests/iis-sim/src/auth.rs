@@ -144,10 +144,53 @@ impl WindowsAuth {
         self.authenticate_simple(headers).map(Authenticated::from)
     }
 
+    /// The challenge of the authentication scheme enabled here; `None` with
+    /// anonymous authentication only.
+    pub fn challenge(&self) -> Option<Challenge> {
+        match self {
+            WindowsAuth::Anonymous => None,
+            #[cfg(unix)]
+            WindowsAuth::Negotiate { .. } => Some(Challenge("Negotiate".into())),
+            WindowsAuth::Fixed { .. } => Some(Challenge("Negotiate".into())),
+            WindowsAuth::Basic { domain, .. } => {
+                Some(Challenge(format!("Basic realm=\"{domain}\"")))
+            }
+        }
+    }
+
+    /// What IIS's authentication modules do to every 401 response, whoever
+    /// produced it (the extension, the module, or the app behind the proxy):
+    /// they add the challenge of their scheme, so that a client can answer
+    /// it. A response that already names the scheme keeps its own.
+    pub fn challenge_401(&self, status: http::StatusCode, headers: &mut HeaderMap) {
+        if status != http::StatusCode::UNAUTHORIZED {
+            return;
+        }
+        let Some(Challenge(challenge)) = self.challenge() else {
+            return;
+        };
+        let scheme = challenge.split(' ').next().unwrap_or_default();
+        let named = headers
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(' ')
+                    .next()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+            });
+        if !named {
+            if let Ok(v) = http::HeaderValue::from_str(&challenge) {
+                headers.append(http::header::WWW_AUTHENTICATE, v);
+            }
+        }
+    }
+
     fn authenticate_simple(&self, headers: &HeaderMap) -> Result<Option<WindowsUser>, Challenge> {
+        let challenge = || self.challenge().expect("a scheme that challenges");
         match self {
             #[cfg(unix)]
-            WindowsAuth::Negotiate { .. } => Err(Challenge("Negotiate".into())),
+            WindowsAuth::Negotiate { .. } => Err(challenge()),
             WindowsAuth::Anonymous => Ok(None),
             WindowsAuth::Fixed { user } => Ok(Some(WindowsUser {
                 name: user.clone(),
@@ -158,7 +201,6 @@ impl WindowsAuth {
                 users,
                 anonymous,
             } => {
-                let challenge = || Challenge(format!("Basic realm=\"{domain}\""));
                 let Some(value) = headers.get(http::header::AUTHORIZATION) else {
                     return if *anonymous {
                         Ok(None)
@@ -254,6 +296,47 @@ mod tests {
             basic_credentials("Aladdin", "open sesame"),
             "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
         );
+    }
+
+    #[test]
+    fn a_401_gets_the_enabled_scheme_s_challenge_once() {
+        use http::header::WWW_AUTHENTICATE;
+        use http::StatusCode;
+        let basic = WindowsAuth::Basic {
+            domain: "EXAMPLE".into(),
+            users: Users::AnyWithPassword("x".into()),
+            anonymous: true,
+        };
+        let values = |h: &HeaderMap| {
+            h.get_all(WWW_AUTHENTICATE)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+
+        let mut h = HeaderMap::new();
+        basic.challenge_401(StatusCode::UNAUTHORIZED, &mut h);
+        assert_eq!(values(&h), ["Basic realm=\"EXAMPLE\""]);
+        // Already there (in any case): not added twice.
+        let mut h = HeaderMap::new();
+        h.insert(WWW_AUTHENTICATE, "basic realm=\"app\"".parse().unwrap());
+        basic.challenge_401(StatusCode::UNAUTHORIZED, &mut h);
+        assert_eq!(values(&h), ["basic realm=\"app\""]);
+        // Another scheme's challenge stays, and IIS's joins it.
+        let mut h = HeaderMap::new();
+        h.insert(WWW_AUTHENTICATE, "Bearer".parse().unwrap());
+        basic.challenge_401(StatusCode::UNAUTHORIZED, &mut h);
+        assert_eq!(values(&h), ["Bearer", "Basic realm=\"EXAMPLE\""]);
+        // Not a 401, or no scheme that challenges: untouched.
+        let mut h = HeaderMap::new();
+        basic.challenge_401(StatusCode::FORBIDDEN, &mut h);
+        WindowsAuth::Anonymous.challenge_401(StatusCode::UNAUTHORIZED, &mut h);
+        assert!(h.is_empty());
+        let fixed = WindowsAuth::Fixed {
+            user: "EXAMPLE\\alice".into(),
+        };
+        fixed.challenge_401(StatusCode::UNAUTHORIZED, &mut h);
+        assert_eq!(values(&h), ["Negotiate"]);
     }
 
     #[test]

@@ -27,7 +27,9 @@
 //!   request after its session ended are recorded as violations
 //!   ([`Stats::violations`]);
 //! - simulated Windows authentication ([`WindowsAuth`]), reported as
-//!   `DOMAIN\user` in `REMOTE_USER`/`LOGON_USER` with `AUTH_TYPE`;
+//!   `DOMAIN\user` in `REMOTE_USER`/`LOGON_USER` with `AUTH_TYPE`; as IIS's
+//!   authentication modules do, it adds its scheme's challenge to every 401
+//!   response, the extension's too;
 //! - recycling ([`RunningSimulator::recycle`]) and fault injection
 //!   ([`Faults`]).
 #![warn(missing_docs)]
@@ -1103,7 +1105,12 @@ async fn handle(
             return Ok(r);
         }
     };
+    let auth = Arc::clone(&shared);
     let mut response = serve(shared, parts, body, remote, local, authenticated.user).await?;
+    let status = response.status();
+    auth.config
+        .auth
+        .challenge_401(status, response.headers_mut());
     if let Some(token) = authenticated.mutual {
         response.headers_mut().append(WWW_AUTHENTICATE, token);
     }

@@ -86,5 +86,44 @@ async fn curl_reaches_the_portal(package: &str, native: bool) {
     let stats = sim.shutdown().await;
     assert!(stats.violations.is_empty(), "{:?}", stats.violations);
     assert_eq!(stats.native_module, native, "{stats:?}");
+
+    // Anonymous authentication enabled beside Basic: a request without
+    // credentials reaches the app, whose auth-container plugin refuses it
+    // with a bare 401; IIS adds its challenge, so that a client that only
+    // sends credentials when asked (`--anyauth`) gets in.
+    let mut config = Config::new(&copy);
+    config.auth = WindowsAuth::Basic {
+        domain: "EXAMPLE".into(),
+        users: Users::Listed([("alice".to_owned(), "wonderland".to_owned())].into()),
+        anonymous: true,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = iis_sim::start(config, listener).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", sim.local_addr().port());
+    let whoami = format!("{base}/api/whoami");
+    let (head, code) = tokio::task::spawn_blocking(move || {
+        curl(&["--dump-header", "-", "--output", "/dev/null", &whoami])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, "401", "{head}");
+    let challenges: Vec<&str> = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, _)| name.eq_ignore_ascii_case("www-authenticate"))
+        .map(|(_, v)| v.trim())
+        .collect();
+    assert_eq!(challenges, ["Basic realm=\"EXAMPLE\""], "{head}");
+    let whoami = format!("{base}/api/whoami");
+    let (body, code) = tokio::task::spawn_blocking(move || {
+        curl(&["--anyauth", "-u", "alice:wonderland", &whoami])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, "200", "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["identity"], "EXAMPLE\\alice", "{v}");
+    let stats = sim.shutdown().await;
+    assert!(stats.violations.is_empty(), "{:?}", stats.violations);
     let _ = std::fs::remove_dir_all(&dir);
 }
