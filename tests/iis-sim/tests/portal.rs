@@ -1,9 +1,10 @@
 //! The portal as an ISAPI extension and as a native module, reached with
 //! curl through the IIS simulator's Windows authentication (Basic here).
 
+use std::path::Path;
 use std::process::Command;
 
-use iis_sim::{Config, Users, WindowsAuth};
+use iis_sim::{Config, RunningSimulator, Users, WindowsAuth};
 
 fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
@@ -21,6 +22,22 @@ fn curl(args: &[&str]) -> (String, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
     (body.to_owned(), code.to_owned())
+}
+
+/// The simulator with the DLL at `dll`, Basic authentication for
+/// `alice:wonderland` (and anonymous authentication beside it when
+/// `anonymous`); also its base URL.
+async fn start(dll: &Path, anonymous: bool) -> (RunningSimulator, String) {
+    let mut config = Config::new(dll);
+    config.auth = WindowsAuth::Basic {
+        domain: "EXAMPLE".into(),
+        users: Users::Listed([("alice".to_owned(), "wonderland".to_owned())].into()),
+        anonymous,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = iis_sim::start(config, listener).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", sim.local_addr().port());
+    (sim, base)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,15 +63,7 @@ async fn curl_reaches_the_portal(package: &str, native: bool) {
         "[app]\ndata_dir = \"data\"\nadmins = ['EXAMPLE\\alice']\n\n[app.auth_container]\nallowed_domains = [\"EXAMPLE\"]\n",
     )
     .unwrap();
-    let mut config = Config::new(&copy);
-    config.auth = WindowsAuth::Basic {
-        domain: "EXAMPLE".into(),
-        users: Users::Listed([("alice".to_owned(), "wonderland".to_owned())].into()),
-        anonymous: false,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = iis_sim::start(config, listener).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", sim.local_addr().port());
+    let (sim, base) = start(&copy, false).await;
 
     let whoami = format!("{base}/api/whoami");
     let (body, code) =
@@ -91,15 +100,7 @@ async fn curl_reaches_the_portal(package: &str, native: bool) {
     // credentials reaches the app, whose auth-container plugin refuses it
     // with a bare 401; IIS adds its challenge, so that a client that only
     // sends credentials when asked (`--anyauth`) gets in.
-    let mut config = Config::new(&copy);
-    config.auth = WindowsAuth::Basic {
-        domain: "EXAMPLE".into(),
-        users: Users::Listed([("alice".to_owned(), "wonderland".to_owned())].into()),
-        anonymous: true,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim = iis_sim::start(config, listener).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", sim.local_addr().port());
+    let (sim, base) = start(&copy, true).await;
     let whoami = format!("{base}/api/whoami");
     let (head, code) = tokio::task::spawn_blocking(move || {
         curl(&["--dump-header", "-", "--output", "/dev/null", &whoami])
