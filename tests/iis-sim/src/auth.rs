@@ -162,10 +162,11 @@ impl WindowsAuth {
     /// produced it (the extension, the module, or the app behind the proxy):
     /// they add the challenge of their scheme, so that a client can answer
     /// it. A response that already names the scheme keeps its own.
-    pub fn challenge_401(&self, status: http::StatusCode, headers: &mut HeaderMap) {
-        if status != http::StatusCode::UNAUTHORIZED {
+    pub fn challenge_401<B>(&self, response: &mut http::Response<B>) {
+        if response.status() != http::StatusCode::UNAUTHORIZED {
             return;
         }
+        let headers = response.headers_mut();
         let Some(Challenge(challenge)) = self.challenge() else {
             return;
         };
@@ -307,35 +308,46 @@ mod tests {
             users: Users::AnyWithPassword("x".into()),
             anonymous: true,
         };
-        let values = |h: &HeaderMap| {
-            h.get_all(WWW_AUTHENTICATE)
+        let response = |status: StatusCode, h: HeaderMap| {
+            let mut r = http::Response::new(());
+            *r.status_mut() = status;
+            *r.headers_mut() = h;
+            r
+        };
+        let values = |r: &http::Response<()>| {
+            r.headers()
+                .get_all(WWW_AUTHENTICATE)
                 .iter()
                 .map(|v| v.to_str().unwrap().to_owned())
                 .collect::<Vec<_>>()
         };
 
-        let mut h = HeaderMap::new();
-        basic.challenge_401(StatusCode::UNAUTHORIZED, &mut h);
+        let mut h = response(StatusCode::UNAUTHORIZED, HeaderMap::new());
+        basic.challenge_401(&mut h);
         assert_eq!(values(&h), ["Basic realm=\"EXAMPLE\""]);
         // Already there (in any case): not added twice.
         let mut h = HeaderMap::new();
         h.insert(WWW_AUTHENTICATE, "basic realm=\"app\"".parse().unwrap());
-        basic.challenge_401(StatusCode::UNAUTHORIZED, &mut h);
+        let mut h = response(StatusCode::UNAUTHORIZED, h);
+        basic.challenge_401(&mut h);
         assert_eq!(values(&h), ["basic realm=\"app\""]);
         // Another scheme's challenge stays, and IIS's joins it.
         let mut h = HeaderMap::new();
         h.insert(WWW_AUTHENTICATE, "Bearer".parse().unwrap());
-        basic.challenge_401(StatusCode::UNAUTHORIZED, &mut h);
+        let mut h = response(StatusCode::UNAUTHORIZED, h);
+        basic.challenge_401(&mut h);
         assert_eq!(values(&h), ["Bearer", "Basic realm=\"EXAMPLE\""]);
         // Not a 401, or no scheme that challenges: untouched.
-        let mut h = HeaderMap::new();
-        basic.challenge_401(StatusCode::FORBIDDEN, &mut h);
-        WindowsAuth::Anonymous.challenge_401(StatusCode::UNAUTHORIZED, &mut h);
-        assert!(h.is_empty());
+        let mut h = response(StatusCode::FORBIDDEN, HeaderMap::new());
+        basic.challenge_401(&mut h);
+        assert!(h.headers().is_empty());
+        let mut h = response(StatusCode::UNAUTHORIZED, HeaderMap::new());
+        WindowsAuth::Anonymous.challenge_401(&mut h);
+        assert!(h.headers().is_empty());
         let fixed = WindowsAuth::Fixed {
             user: "EXAMPLE\\alice".into(),
         };
-        fixed.challenge_401(StatusCode::UNAUTHORIZED, &mut h);
+        fixed.challenge_401(&mut h);
         assert_eq!(values(&h), ["Negotiate"]);
     }
 

@@ -1105,12 +1105,8 @@ async fn handle(
             return Ok(r);
         }
     };
-    let auth = Arc::clone(&shared);
-    let mut response = serve(shared, parts, body, remote, local, authenticated.user).await?;
-    let status = response.status();
-    auth.config
-        .auth
-        .challenge_401(status, response.headers_mut());
+    let mut response = serve(&shared, parts, body, remote, local, authenticated.user).await?;
+    shared.config.auth.challenge_401(&mut response);
     if let Some(token) = authenticated.mutual {
         response.headers_mut().append(WWW_AUTHENTICATE, token);
     }
@@ -1119,7 +1115,7 @@ async fn handle(
 
 /// Serves an authenticated request through the loaded extension or module.
 async fn serve(
-    shared: Arc<Shared>,
+    shared: &Arc<Shared>,
     parts: http::request::Parts,
     body: Incoming,
     remote: SocketAddr,
@@ -1163,7 +1159,7 @@ async fn serve(
     };
 
     let version = parts.version;
-    let info = request_info(&shared, parts, remote, local, user);
+    let info = request_info(shared, parts, remote, local, user);
     let seq = shared.next_seq.fetch_add(1, Ordering::AcqRel);
     let (head_tx, head_rx) = oneshot::channel();
     let (body_tx, body_rx) = mpsc::channel(1);
@@ -1202,7 +1198,7 @@ async fn serve(
     let request = Arc::new(SimRequest {
         seq,
         generation: instance.generation,
-        shared: Arc::clone(&shared),
+        shared: Arc::clone(shared),
         info,
         keep_alive_wanted,
         disconnected: AtomicBool::new(false),
@@ -1357,7 +1353,7 @@ fn cook_path(path: &str) -> String {
 /// factory, `OnExecuteRequestHandler` on an IIS thread, then completions
 /// until the final status.
 async fn handle_native(
-    shared: Arc<Shared>,
+    shared: &Arc<Shared>,
     parts: http::request::Parts,
     body: Incoming,
     remote: SocketAddr,
@@ -1419,7 +1415,7 @@ async fn handle_native(
         .filter(|u| !u.name.is_empty())
         .map(|u| native_ffi::UserStrings::new(&u.name, &u.auth_type));
     let version = parts.version;
-    let info = request_info(&shared, parts, remote, local, user);
+    let info = request_info(shared, parts, remote, local, user);
     let (head_tx, head_rx) = oneshot::channel();
     let (body_tx, body_rx) = mpsc::channel(1);
     let keep_alive_wanted = keep_alive_wanted(info.version, &info.headers);
@@ -1440,7 +1436,7 @@ async fn handle_native(
     let request = Arc::new(SimRequest {
         seq,
         generation,
-        shared: Arc::clone(&shared),
+        shared: Arc::clone(shared),
         info,
         keep_alive_wanted,
         disconnected: AtomicBool::new(false),

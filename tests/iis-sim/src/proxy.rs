@@ -82,8 +82,7 @@ async fn forward(
     }
     match client.request(Request::from_parts(parts, body)).await {
         Ok(mut resp) => {
-            let status = resp.status();
-            cfg.auth.challenge_401(status, resp.headers_mut());
+            cfg.auth.challenge_401(&mut resp);
             if let Some(token) = user.mutual {
                 resp.headers_mut()
                     .append(http::header::WWW_AUTHENTICATE, token);
