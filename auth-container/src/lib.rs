@@ -23,6 +23,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod accounts;
 mod cache;
 mod clean;
 mod directory;
@@ -32,11 +33,12 @@ mod settings;
 mod source;
 mod sqlite;
 
+pub use accounts::{ambiguities, AccountList, EntryRefused};
 pub use cache::CachedDirectory;
-pub use clean::{clean_username, NameRefused};
+pub use clean::{clean_name, clean_username, CleanName, CodePoint, NameRefused};
 pub use directory::{
     Attributes, Created, DirectoryError, NewUser, StoredUser, UserDirectory, CONTAINER,
 };
 pub use plugin::{html_escape, AuthContainer, NAME};
-pub use settings::{Activation, Settings};
+pub use settings::{is_identity_variable, Activation, Settings, IDENTITY_VARIABLES};
 pub use sqlite::SqliteDirectory;

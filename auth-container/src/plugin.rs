@@ -139,6 +139,7 @@ impl<D: UserDirectory> AuthContainer<D> {
             last_name: user.attributes.last_name.clone(),
             anonymous: false,
             authenticated_by: NAME.to_owned(),
+            external_name: Some(raw),
         })
     }
 

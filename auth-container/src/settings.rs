@@ -33,9 +33,12 @@ pub struct Settings {
     /// any request (the next plugin, or no user).
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Where the user name comes from: the host variable of this name (IIS's
-    /// `REMOTE_USER`, `LOGON_USER`…) when the host supplies it, otherwise the
-    /// identity the host authenticated. Never a client header.
+    /// Where the user name comes from: the host variable of this name when
+    /// the host supplies it, otherwise the identity the host authenticated.
+    /// Only variables the host itself authenticates are accepted
+    /// ([`IDENTITY_VARIABLES`]: `REMOTE_USER`, `LOGON_USER`, `AUTH_USER` and
+    /// their `UNICODE_` forms), never one a client can write (`HTTP_*`,
+    /// `SERVER_NAME`…).
     #[serde(default = "default_header")]
     pub header: String,
     /// An HTTP header carrying the user name, believed only on requests from a
@@ -55,6 +58,12 @@ pub struct Settings {
     /// are accepted.
     #[serde(default)]
     pub allowed_realms: Vec<String>,
+    /// Whether a name carrying both a domain and a realm
+    /// (`EXAMPLE\alice@EXAMPLE.TEST`) is accepted; each must then be allowed.
+    /// Off by default: no Windows host reports such a name, so one is more
+    /// likely a forgery than an account.
+    #[serde(default)]
+    pub allow_domain_and_realm: bool,
     /// Fold user names to lower case, as Windows accounts are case-insensitive.
     #[serde(default = "yes")]
     pub case_insensitive: bool,
@@ -85,6 +94,27 @@ pub struct Settings {
     pub cache_ttl: Duration,
 }
 
+/// The host variables that carry the name the host authenticated, and so
+/// the only values [`Settings::header`] accepts. Every other variable is either
+/// written by the client (`HTTP_*`, `SERVER_NAME` from the `Host` header,
+/// `QUERY_STRING`…) or says nothing about the user.
+pub const IDENTITY_VARIABLES: &[&str] = &[
+    "REMOTE_USER",
+    "LOGON_USER",
+    "AUTH_USER",
+    "UNICODE_REMOTE_USER",
+    "UNICODE_LOGON_USER",
+    "UNICODE_AUTH_USER",
+];
+
+/// Whether `name` is one of [`IDENTITY_VARIABLES`] (server variable names are
+/// case-insensitive).
+pub fn is_identity_variable(name: &str) -> bool {
+    IDENTITY_VARIABLES
+        .iter()
+        .any(|v| v.eq_ignore_ascii_case(name))
+}
+
 fn default_header() -> String {
     "REMOTE_USER".into()
 }
@@ -110,6 +140,7 @@ impl Default for Settings {
             clean_username: true,
             allowed_domains: Vec::new(),
             allowed_realms: Vec::new(),
+            allow_domain_and_realm: false,
             case_insensitive: true,
             max_username_length: default_max_len(),
             email_header: None,
@@ -124,10 +155,14 @@ impl Default for Settings {
 
 impl Validate for Settings {
     fn validate(&self, issues: &mut Issues) {
-        if self.header.trim().is_empty() {
+        if !is_identity_variable(&self.header) {
             issues.push(
                 "header",
-                "must name the host variable with the user name, e.g. REMOTE_USER",
+                format!(
+                    "{:?} is not a variable the host authenticates; use one of {}",
+                    self.header,
+                    IDENTITY_VARIABLES.join(", ")
+                ),
             );
         }
         let headers = [
@@ -170,6 +205,7 @@ mod tests {
             clean_username = false
             allowed_domains = ["CORP"]
             allowed_realms = ["CORP.EXAMPLE"]
+            allow_domain_and_realm = true
             case_insensitive = false
             max_username_length = 64
             email_header = "X-Forwarded-Email"
@@ -183,6 +219,7 @@ mod tests {
         assert_eq!(s.header, "LOGON_USER");
         assert_eq!(s.fallback_header.as_deref(), Some("X-Forwarded-User"));
         assert!(!s.clean_username && !s.case_insensitive && s.anonymous);
+        assert!(s.allow_domain_and_realm);
         assert_eq!((s.allowed_domains.len(), s.allowed_realms.len()), (1, 1));
         assert_eq!(s.max_username_length, 64);
         assert_eq!(s.lastname_header.as_deref(), Some("X-Forwarded-Last"));
@@ -215,5 +252,38 @@ mod tests {
         let err =
             config::from_str::<Settings>("activation = 'sometimes'", None, "T", []).unwrap_err();
         assert!(err.to_string().contains("activation"), "{err}");
+    }
+
+    #[test]
+    fn only_variables_the_host_authenticates_name_the_user() {
+        for ok in [
+            "REMOTE_USER",
+            "logon_user",
+            "Auth_User",
+            "UNICODE_REMOTE_USER",
+        ] {
+            let text = format!("header = '{ok}'");
+            assert!(
+                config::from_str::<Settings>(&text, None, "T", []).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "SERVER_NAME",
+            "HTTP_HOST",
+            "HTTP_X_KALLITHEA_USER",
+            "HTTP_REMOTE_USER",
+            "QUERY_STRING",
+            "REMOTE_USER ",
+            "X-Remote-User",
+            "",
+        ] {
+            let text = format!("header = '{bad}'");
+            let err = config::from_str::<Settings>(&text, None, "T", []).unwrap_err();
+            assert!(
+                err.to_string().contains("REMOTE_USER, LOGON_USER"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

@@ -23,7 +23,7 @@ pub(crate) fn claimed(parts: &Parts, settings: &Settings) -> Result<Claimed, Str
         name: parts
             .host_variables()
             .and_then(|v| v.get_str(&settings.header))
-            .filter(|v| !v.trim().is_empty())
+            .filter(|v| !v.is_empty())
             .map(str::to_owned)
             .or_else(|| parts.identity().map(|i| i.name().to_owned())),
         attributes: Attributes::default(),
@@ -98,6 +98,9 @@ fn proxy_header(parts: &Parts, name: &str) -> Result<Option<String>, String> {
     }
     let text =
         std::str::from_utf8(value.as_bytes()).map_err(|_| format!("header {name} is not UTF-8"))?;
-    let text = text.trim();
+    // HTTP's optional whitespace around a value (space and tab), nothing
+    // more: other Unicode spaces are part of the value, and the name rules
+    // refuse them.
+    let text = text.trim_matches([' ', '\t']);
     Ok((!text.is_empty()).then(|| text.to_owned()))
 }

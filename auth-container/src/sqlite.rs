@@ -99,6 +99,26 @@ impl SqliteDirectory {
                 DirectoryError::Store(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
+        // The file holds the form-token key and who may administer: create
+        // it for its owner only. SQLite gives its -wal and -shm files the
+        // database file's permissions.
+        match kallithea_core::secret::create_private(&path, b"") {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if kallithea_core::secret::readable_by_others(&path).unwrap_or(false) {
+                    tracing::warn!(
+                        store = %path.display(),
+                        "the user store can be read by other accounts; it holds secrets: chmod 600 it (and its -wal and -shm files)"
+                    );
+                }
+            }
+            Err(e) => {
+                return Err(DirectoryError::Store(format!(
+                    "cannot create {}: {e}",
+                    path.display()
+                )))
+            }
+        }
         let mut conn = Connection::open(&path)
             .map_err(|e| DirectoryError::Store(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(10))

@@ -451,3 +451,84 @@ async fn settings_changed_at_run_time_apply_to_the_next_request() {
     );
     assert!(f.directory.list().await.unwrap().is_empty());
 }
+
+/// A paired proxy's attribute headers update container users only: an
+/// account made another way keeps its e-mail and names, and is refused.
+#[tokio::test]
+async fn proxy_attributes_never_overwrite_an_account_made_another_way() {
+    let f = fixture(proxy_settings());
+    f.directory
+        .create(NewUser {
+            username: "root".into(),
+            attributes: auth_container::Attributes {
+                email: Some("root@example.test".into()),
+                first_name: Some("Root".into()),
+                last_name: None,
+            },
+            active: true,
+            admin: true,
+            extern_type: Some("internal".into()),
+            extern_name: None,
+        })
+        .await
+        .unwrap();
+    let (status, body) = f
+        .send(Req {
+            headers: vec![
+                ("x-forwarded-user", "EXAMPLE\\root"),
+                ("x-forwarded-email", "mallory@evil.test"),
+                ("x-forwarded-first", "Mallory"),
+            ],
+            via_proxy: true,
+            ..Req::default()
+        })
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let stored = f.directory.inner().find("root").await.unwrap().unwrap();
+    assert_eq!(
+        stored.attributes.email.as_deref(),
+        Some("root@example.test")
+    );
+    assert_eq!(stored.attributes.first_name.as_deref(), Some("Root"));
+    assert_eq!(stored.extern_name, None);
+}
+
+/// The user the app sees carries the name exactly as the host reported it,
+/// so that rights can depend on the domain.
+#[tokio::test]
+async fn the_user_carries_the_host_s_name() {
+    let store = TempStore::new("external");
+    let sqlite = SqliteDirectory::open(store.file()).unwrap();
+    let directory = Arc::new(CachedDirectory::new(sqlite, Duration::from_secs(10)));
+    let plugin = Arc::new(AuthContainer::new(Settings::default(), directory));
+    let app = service_fn(|req: Request<Body>| async move {
+        let u = req.user().expect("signed in");
+        Ok::<_, Infallible>(Response::new(Body::from(format!(
+            "{}|{}",
+            u.username,
+            u.external_name.as_deref().unwrap_or("-")
+        ))))
+    });
+    let dispatcher = Dispatcher::builder(app).auth(plugin).build();
+    let mut req = Request::builder().uri("/").body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(Identity::from_host("PARTNER\\Alice", AuthScheme::Negotiate));
+    let resp = dispatcher.dispatch(req).await;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"alice|PARTNER\\Alice");
+}
+
+/// A host variable of spaces only is a name (and refused), not an absent
+/// one that would let the identity or a proxy header decide instead.
+#[tokio::test]
+async fn a_blank_host_variable_is_refused_not_skipped() {
+    let f = fixture(Settings::default());
+    let (status, body) = f
+        .send(Req {
+            identity: Some("EXAMPLE\\alice"),
+            host_vars: vec![("REMOTE_USER", "  ")],
+            ..Req::default()
+        })
+        .await;
+    assert_eq!(status, 403, "{body}");
+}

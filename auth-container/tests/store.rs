@@ -205,3 +205,27 @@ fn the_first_stored_value_wins_for_every_connection() {
     assert_eq!(b.setting_or_insert("key", "from-b").unwrap(), "from-a");
     assert_eq!(b.setting("key").unwrap().as_deref(), Some("from-a"));
 }
+
+/// The store holds the portal's form key: it and SQLite's companion files are
+/// for their owner only.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_store_and_its_wal_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("mode");
+    let file = dir.0.join("users.sqlite3");
+    let store = SqliteDirectory::open(&file).unwrap();
+    store.create(new_user("alice")).await.unwrap();
+    store.set_setting("form_key", "secret").unwrap();
+    let mut seen = 0;
+    for suffix in ["", "-wal", "-shm"] {
+        let path = PathBuf::from(format!("{}{suffix}", file.display()));
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+}

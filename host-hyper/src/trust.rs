@@ -36,6 +36,11 @@ const POLICED: &[&str] = &[
     "forwarded",
 ];
 
+/// The framework's own identity and pairing headers: removed from every
+/// request in every mode (no trust configured, or other names configured),
+/// except the exact spellings a paired proxy sends under the configured names.
+const DEFAULTS: &[&str] = &[DEFAULT_SECRET_HEADER, DEFAULT_IDENTITY_HEADER];
+
 /// How host-hyper decides whether to believe a front proxy.
 ///
 /// Both must hold: the peer address is in `proxies`, and the request carries
@@ -169,11 +174,22 @@ pub(crate) fn evaluate(
     peer: IpAddr,
 ) -> Result<Forwarded, String> {
     let Some(trust) = trust else {
-        strip(headers, &[], false);
+        strip(headers, DEFAULTS, false);
         return Ok(Forwarded::default());
     };
     let secret_header = trust.secret_header.as_str();
     let identity_header = trust.identity_header.as_str();
+    // The default names go too when others are configured: an app written
+    // for the defaults must never see a client's copy.
+    strip(
+        headers,
+        &DEFAULTS
+            .iter()
+            .copied()
+            .filter(|d| !same_cgi_name(d, secret_header) && !same_cgi_name(d, identity_header))
+            .collect::<Vec<_>>(),
+        false,
+    );
 
     // Every spelling of the secret header must carry the right secret.
     let mut presented = false;
@@ -210,9 +226,11 @@ pub(crate) fn evaluate(
         if names.next().is_some() {
             return Err(format!("more than one {identity_header} header"));
         }
+        // HTTP's optional whitespace (space, tab) only: any other Unicode
+        // space is part of the name, for the app's name rules to refuse.
         let name = std::str::from_utf8(value.as_bytes())
             .map_err(|_| format!("{identity_header} is not UTF-8"))?
-            .trim();
+            .trim_matches([' ', '\t']);
         if !name.is_empty() {
             forwarded.identity = Some(Identity::from_trusted_proxy(name, peer));
         }
@@ -402,6 +420,56 @@ mod tests {
         assert_eq!(evaluate(None, &mut h, PROXY).unwrap(), Forwarded::default());
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn without_trust_the_framework_s_own_headers_go_too() {
+        let mut h = headers(&[
+            ("x-kallithea-user", "EXAMPLE\\alice"),
+            ("x_kallithea_user", "EXAMPLE\\alice"),
+            ("x-kallithea-pairing", "guess"),
+            ("accept", "*/*"),
+        ]);
+        assert_eq!(evaluate(None, &mut h, PROXY).unwrap(), Forwarded::default());
+        assert_eq!(h.len(), 1, "{h:?}");
+    }
+
+    #[test]
+    fn with_other_header_names_the_default_ones_are_dropped() {
+        let trust = trust()
+            .identity_header(HeaderName::from_static("x-remote-ident"))
+            .secret_header(HeaderName::from_static("x-proxy-key"));
+        let mut h = headers(&[
+            ("x-proxy-key", SECRET),
+            ("x-remote-ident", "EXAMPLE\\alice"),
+            ("x-kallithea-user", "EXAMPLE\\mallory"),
+            ("x-kallithea-pairing", "guess"),
+        ]);
+        let f = evaluate(Some(&trust), &mut h, PROXY).unwrap();
+        assert_eq!(
+            f.identity,
+            Some(Identity::from_trusted_proxy("EXAMPLE\\alice", PROXY))
+        );
+        assert!(!h.contains_key("x-kallithea-user"), "{h:?}");
+        assert!(!h.contains_key("x-kallithea-pairing"), "{h:?}");
+    }
+
+    #[test]
+    fn only_http_whitespace_is_trimmed_from_the_identity() {
+        for (sent, kept) in [
+            ("  EXAMPLE\\alice\t", "EXAMPLE\\alice"),
+            ("EXAMPLE\\alice\u{a0}", "EXAMPLE\\alice\u{a0}"),
+            ("\u{3000}EXAMPLE\\alice", "\u{3000}EXAMPLE\\alice"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("x-kallithea-pairing", HeaderValue::from_static(SECRET));
+            h.insert(
+                "x-kallithea-user",
+                HeaderValue::from_bytes(sent.as_bytes()).unwrap(),
+            );
+            let f = evaluate(Some(&trust()), &mut h, PROXY).unwrap();
+            assert_eq!(f.identity, Some(Identity::from_trusted_proxy(kept, PROXY)));
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod user;
 
 pub mod cgi;
 pub mod config;
+pub mod secret;
 
 pub use auth::{AuthChain, AuthOutcome, AuthPlugin, BoxFuture, Rejection};
 pub use body::{Body, BodyClosed, BodySender, IncompleteBody};

@@ -17,6 +17,11 @@ pub struct User {
     pub anonymous: bool,
     /// The name of the plugin that resolved the user.
     pub authenticated_by: String,
+    /// The name the user was resolved from, exactly as the host (or a paired
+    /// proxy) reported it (`EXAMPLE\alice`), when a plugin resolved one; an
+    /// app that grants rights per domain or realm reads it from here, as
+    /// `username` no longer carries them.
+    pub external_name: Option<String>,
 }
 
 impl User {
@@ -29,6 +34,7 @@ impl User {
             last_name: None,
             anonymous: false,
             authenticated_by: authenticated_by.into(),
+            external_name: None,
         }
     }
 

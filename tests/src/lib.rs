@@ -17,6 +17,7 @@ mod app;
 pub mod cases;
 pub mod client;
 mod driver;
+pub mod identity;
 pub mod pattern;
 
 pub use app::{app, REFLECT_PREFIX};

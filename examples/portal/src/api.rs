@@ -80,9 +80,27 @@ pub(crate) async fn users(State(portal): State<Arc<Portal>>, user: MaybeUser) ->
         return r;
     }
     match portal.plugin.directory().list().await {
-        Ok(list) => Json::<Vec<StoredUser>>(list).into_response(),
+        Ok(list) => Json(
+            list.iter()
+                .map(|u| user_json(&portal, u))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
+}
+
+/// A stored user as the API shows it: `admin` says whether the user
+/// administers the portal (by the store's flag or the configuration's
+/// `admins`), `admin_by_configuration` which of the two.
+fn user_json(portal: &Portal, u: &StoredUser) -> serde_json::Value {
+    let configured = portal.configured_admin(u);
+    let mut v = serde_json::to_value(u).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.insert("admin".into(), json!(configured || u.admin));
+        map.insert("admin_by_configuration".into(), json!(configured));
+    }
+    v
 }
 
 /// `POST /api/users/{name}/{activate|deactivate}`.
@@ -101,10 +119,15 @@ pub(crate) async fn user_action(
         "deactivate" => false,
         _ => return error(StatusCode::NOT_FOUND, "actions are activate and deactivate"),
     };
+    if !active {
+        if let Err(why) = portal.may_deactivate(&me, &name) {
+            return error(StatusCode::CONFLICT, &why);
+        }
+    }
     match portal.plugin.directory().set_active(&name, active).await {
         Ok(u) => {
             tracing::info!(admin = %me.username, user = %name, active, "user activation changed");
-            Json(u).into_response()
+            Json(user_json(&portal, &u)).into_response()
         }
         Err(auth_container::DirectoryError::NotFound(_)) => {
             error(StatusCode::NOT_FOUND, "no such user")

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use auth_container::{html_escape as esc, Activation, UserDirectory};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use kallithea_core::{Identity, PathBase, User};
+use kallithea_core::{ConnectionInfo, Identity, PathBase, User};
 use serde::Deserialize;
 
-use crate::{AdminSettings, Portal};
+use crate::{security, AdminSettings, Portal};
 
 type MaybeUser = Option<Extension<User>>;
 type Base = Option<Extension<PathBase>>;
@@ -77,24 +77,70 @@ async fn admin_form(
     portal: &Portal,
     base: &PathBase,
     user: &MaybeUser,
+    headers: &HeaderMap,
     token: &str,
-) -> Result<User, Response> {
+) -> Result<(User, Session), Response> {
     let me = admin(portal, base, user).await?;
-    if !portal.csrf_ok(&me.username, token) {
-        return Err(denied(
-            base,
-            Some(&me),
-            "The form has expired or did not come from this portal; reload the page.",
-        ));
+    let session = security::session(headers);
+    let valid = session
+        .as_deref()
+        .is_some_and(|s| portal.form_token_ok(&me.username, s, token, crate::unix_now()));
+    match session {
+        Some(id) if valid => Ok((me, Session { id, new: false })),
+        _ => {
+            tracing::warn!(admin = %me.username, "form refused: missing, expired or foreign form token");
+            Err(denied(
+                base,
+                Some(&me),
+                "The form has expired or did not come from this portal; reload the page.",
+            ))
+        }
     }
-    Ok(me)
 }
 
+/// The browser's form session: the one it presented, or a new one to set.
+pub(crate) struct Session {
+    id: String,
+    new: bool,
+}
+
+impl Session {
+    /// The session `headers` carry, or a new one.
+    fn of(headers: &HeaderMap) -> Result<Session, StatusCode> {
+        if let Some(id) = security::session(headers) {
+            return Ok(Session { id, new: false });
+        }
+        match security::new_session() {
+            Ok(id) => Ok(Session { id, new: true }),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make a form session");
+                Err(StatusCode::SERVICE_UNAVAILABLE)
+            }
+        }
+    }
+
+    /// Gives the browser the session if it is new.
+    fn set(&self, mut resp: Response, base: &PathBase, conn: &Conn) -> Response {
+        if self.new {
+            let secure = conn.as_ref().is_some_and(|Extension(c)| c.secure);
+            resp.headers_mut().append(
+                header::SET_COOKIE,
+                security::set_cookie(&self.id, base, secure),
+            );
+        }
+        resp
+    }
+}
+
+type Conn = Option<Extension<ConnectionInfo>>;
+
 /// Saves edited settings and shows the page again with the outcome.
+#[allow(clippy::too_many_arguments)]
 fn save_and_show(
     portal: &Portal,
     base: &PathBase,
     me: &User,
+    session: &Session,
     edited: AdminSettings,
     title: &str,
     path: &str,
@@ -105,13 +151,22 @@ fn save_and_show(
         Err(e) => format!("Not saved: {e}"),
     };
     let shown = AdminSettings::of(&portal.plugin.settings());
-    settings_page(portal, base, me, title, path, &fields(&shown), &message)
+    settings_page(
+        portal,
+        base,
+        me,
+        session,
+        title,
+        path,
+        &fields(&shown),
+        &message,
+    )
 }
 
-fn csrf_field(portal: &Portal, user: &User) -> String {
+fn csrf_field(portal: &Portal, user: &User, session: &Session) -> String {
     format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        portal.csrf_token(&user.username)
+        portal.form_token_now(&user.username, &session.id)
     )
 }
 
@@ -149,11 +204,21 @@ pub(crate) async fn whoami(
 }
 
 /// `/admin/users`.
-pub(crate) async fn users(State(portal): State<Arc<Portal>>, user: MaybeUser, b: Base) -> Response {
+pub(crate) async fn users(
+    State(portal): State<Arc<Portal>>,
+    user: MaybeUser,
+    b: Base,
+    conn: Conn,
+    headers: HeaderMap,
+) -> Response {
     let base = base(&b);
     let me = match admin(&portal, &base, &user).await {
         Ok(u) => u,
         Err(r) => return r,
+    };
+    let session = match Session::of(&headers) {
+        Ok(s) => s,
+        Err(status) => return status.into_response(),
     };
     let list = match portal.plugin.directory().list().await {
         Ok(l) => l,
@@ -175,11 +240,19 @@ pub(crate) async fn users(State(portal): State<Arc<Portal>>, user: MaybeUser, b:
         let form = format!(
             "<form method=\"post\" action=\"{}\">{}<button type=\"submit\" id=\"{action}-{}\">{label}</button></form>",
             esc(&base.link(&format!("/admin/users/{}/{action}", percent(&u.username)))),
-            csrf_field(&portal, &me),
+            csrf_field(&portal, &me, &session),
             esc(&u.username),
         );
+        let admin = if portal.configured_admin(u) {
+            "yes (configuration)"
+        } else if u.admin {
+            "yes"
+        } else {
+            ""
+        };
         rows += &format!(
-            "<tr data-user=\"{name}\"><td>{name}</td><td>{}</td><td class=\"state\">{}</td><td>{}</td><td>{form}</td></tr>",
+            "<tr data-user=\"{name}\"><td>{name}{}</td><td>{}</td><td class=\"state\">{}</td><td class=\"admin\">{admin}</td><td>{}</td><td>{form}</td></tr>",
+            code_points(&u.username),
             esc(u.attributes.email.as_deref().unwrap_or("")),
             if u.active { "active" } else { "inactive" },
             esc(u.extern_type.as_deref().unwrap_or("")),
@@ -187,9 +260,27 @@ pub(crate) async fn users(State(portal): State<Arc<Portal>>, user: MaybeUser, b:
         );
     }
     let body = format!(
-        "<table id=\"users\"><tr><th>user</th><th>e-mail</th><th>state</th><th>authentication</th><th></th></tr>{rows}</table>"
+        "<table id=\"users\"><tr><th>user</th><th>e-mail</th><th>state</th><th>admin</th><th>authentication</th><th></th></tr>{rows}</table>"
     );
-    layout(&base, "Users", Some(&me), &body).into_response()
+    session.set(
+        layout(&base, "Users", Some(&me), &body).into_response(),
+        &base,
+        &conn,
+    )
+}
+
+/// The non-ASCII characters of a name as code points, so that names that
+/// look alike (Latin `a` and Cyrillic `а`) can be told apart on the page.
+fn code_points(name: &str) -> String {
+    if name.is_ascii() {
+        return String::new();
+    }
+    let list: Vec<String> = name
+        .chars()
+        .filter(|c| !c.is_ascii())
+        .map(|c| format!("U+{:04X}", u32::from(c)))
+        .collect();
+    format!(" <small class=\"cp\">({})</small>", list.join(" "))
 }
 
 #[derive(Deserialize)]
@@ -203,11 +294,12 @@ pub(crate) async fn user_action(
     State(portal): State<Arc<Portal>>,
     user: MaybeUser,
     b: Base,
+    headers: HeaderMap,
     Path((name, action)): Path<(String, String)>,
     Form(form): Form<CsrfForm>,
 ) -> Response {
     let base = base(&b);
-    let me = match admin_form(&portal, &base, &user, &form.csrf).await {
+    let (me, _) = match admin_form(&portal, &base, &user, &headers, &form.csrf).await {
         Ok(u) => u,
         Err(r) => return r,
     };
@@ -216,6 +308,20 @@ pub(crate) async fn user_action(
         "deactivate" => false,
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
+    if !active {
+        if let Err(why) = portal.may_deactivate(&me, &name) {
+            return (
+                StatusCode::CONFLICT,
+                layout(
+                    &base,
+                    "Not changed",
+                    Some(&me),
+                    &format!("<p class=\"msg\" id=\"message\">{}</p>", esc(&why)),
+                ),
+            )
+                .into_response();
+        }
+    }
     match portal.plugin.directory().set_active(&name, active).await {
         Ok(_) => {
             tracing::info!(admin = %me.username, user = %name, active, "user activation changed");
@@ -233,10 +339,12 @@ fn checkbox(name: &str, on: bool) -> String {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn settings_page(
     portal: &Portal,
     base: &PathBase,
     me: &User,
+    session: &Session,
     title: &str,
     path: &str,
     fields: &str,
@@ -250,7 +358,7 @@ fn settings_page(
     let body = format!(
         "{msg}<form method=\"post\" action=\"{}\">{}{fields}<p><button type=\"submit\" id=\"save\">Save</button></p></form>",
         esc(&base.link(path)),
-        csrf_field(portal, me)
+        csrf_field(portal, me, session)
     );
     layout(base, title, Some(me), &body).into_response()
 }
@@ -285,23 +393,34 @@ fn permission_fields(s: &AdminSettings) -> String {
 }
 
 /// `/admin/auth`.
-pub(crate) async fn auth(State(portal): State<Arc<Portal>>, user: MaybeUser, b: Base) -> Response {
+pub(crate) async fn auth(
+    State(portal): State<Arc<Portal>>,
+    user: MaybeUser,
+    b: Base,
+    conn: Conn,
+    headers: HeaderMap,
+) -> Response {
     let base = base(&b);
-    match admin(&portal, &base, &user).await {
-        Ok(me) => {
-            let s = AdminSettings::of(&portal.plugin.settings());
-            settings_page(
-                &portal,
-                &base,
-                &me,
-                "Authentication",
-                "/admin/auth",
-                &auth_fields(&s),
-                "",
-            )
-        }
-        Err(r) => r,
-    }
+    let me = match admin(&portal, &base, &user).await {
+        Ok(me) => me,
+        Err(r) => return r,
+    };
+    let session = match Session::of(&headers) {
+        Ok(s) => s,
+        Err(status) => return status.into_response(),
+    };
+    let s = AdminSettings::of(&portal.plugin.settings());
+    let page = settings_page(
+        &portal,
+        &base,
+        &me,
+        &session,
+        "Authentication",
+        "/admin/auth",
+        &auth_fields(&s),
+        "",
+    );
+    session.set(page, &base, &conn)
 }
 
 #[derive(Deserialize)]
@@ -320,10 +439,11 @@ pub(crate) async fn auth_save(
     State(portal): State<Arc<Portal>>,
     user: MaybeUser,
     b: Base,
+    headers: HeaderMap,
     Form(form): Form<AuthForm>,
 ) -> Response {
     let base = base(&b);
-    let me = match admin_form(&portal, &base, &user, &form.csrf).await {
+    let (me, session) = match admin_form(&portal, &base, &user, &headers, &form.csrf).await {
         Ok(u) => u,
         Err(r) => return r,
     };
@@ -336,6 +456,7 @@ pub(crate) async fn auth_save(
         &portal,
         &base,
         &me,
+        &session,
         s,
         "Authentication",
         "/admin/auth",
@@ -348,23 +469,30 @@ pub(crate) async fn permissions(
     State(portal): State<Arc<Portal>>,
     user: MaybeUser,
     b: Base,
+    conn: Conn,
+    headers: HeaderMap,
 ) -> Response {
     let base = base(&b);
-    match admin(&portal, &base, &user).await {
-        Ok(me) => {
-            let s = AdminSettings::of(&portal.plugin.settings());
-            settings_page(
-                &portal,
-                &base,
-                &me,
-                "Permissions",
-                "/admin/permissions",
-                &permission_fields(&s),
-                "",
-            )
-        }
-        Err(r) => r,
-    }
+    let me = match admin(&portal, &base, &user).await {
+        Ok(me) => me,
+        Err(r) => return r,
+    };
+    let session = match Session::of(&headers) {
+        Ok(s) => s,
+        Err(status) => return status.into_response(),
+    };
+    let s = AdminSettings::of(&portal.plugin.settings());
+    let page = settings_page(
+        &portal,
+        &base,
+        &me,
+        &session,
+        "Permissions",
+        "/admin/permissions",
+        &permission_fields(&s),
+        "",
+    );
+    session.set(page, &base, &conn)
 }
 
 #[derive(Deserialize)]
@@ -380,10 +508,11 @@ pub(crate) async fn permissions_save(
     State(portal): State<Arc<Portal>>,
     user: MaybeUser,
     b: Base,
+    headers: HeaderMap,
     Form(form): Form<PermissionsForm>,
 ) -> Response {
     let base = base(&b);
-    let me = match admin_form(&portal, &base, &user, &form.csrf).await {
+    let (me, session) = match admin_form(&portal, &base, &user, &headers, &form.csrf).await {
         Ok(u) => u,
         Err(r) => return r,
     };
@@ -394,6 +523,7 @@ pub(crate) async fn permissions_save(
         &portal,
         &base,
         &me,
+        &session,
         s,
         "Permissions",
         "/admin/permissions",

@@ -67,3 +67,19 @@ pub(crate) fn save(
     let json = serde_json::to_string(settings).map_err(|e| DirectoryError::Store(e.to_string()))?;
     store.set_setting(KEY, &json)
 }
+
+/// The problems of `settings` (stored values applied over the file's), if any.
+pub(crate) fn check(settings: &Settings) -> Result<(), String> {
+    let mut issues = kallithea_core::config::Issues::default();
+    kallithea_core::config::Validate::validate(settings, &mut issues);
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(issues
+            .list()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+}

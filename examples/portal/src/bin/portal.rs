@@ -109,6 +109,12 @@ async fn main() -> ExitCode {
 /// first start.
 fn pairing_secret(file: &Path) -> std::io::Result<String> {
     if let Ok(s) = std::fs::read_to_string(file) {
+        if kallithea_core::secret::readable_by_others(file).unwrap_or(false) {
+            tracing::warn!(
+                secret_file = %file.display(),
+                "the pairing secret can be read by other accounts: chmod 600 it, or delete it to have a new one generated"
+            );
+        }
         let s = s.trim().to_owned();
         if s.len() >= host_hyper::MIN_SECRET_LEN {
             return Ok(s);
@@ -121,13 +127,8 @@ fn pairing_secret(file: &Path) -> std::io::Result<String> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let secret = kallithea_portal::random_hex(32);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    use std::io::Write;
-    options.open(file)?.write_all(secret.as_bytes())?;
+    let secret = kallithea_portal::random_hex(32)?;
+    kallithea_core::secret::create_private(file, secret.as_bytes())?;
     Ok(secret)
 }
 
