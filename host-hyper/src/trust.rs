@@ -181,15 +181,11 @@ pub(crate) fn evaluate(
     let identity_header = trust.identity_header.as_str();
     // The default names go too when others are configured: an app written
     // for the defaults must never see a client's copy.
-    strip(
-        headers,
-        &DEFAULTS
-            .iter()
-            .copied()
-            .filter(|d| !same_cgi_name(d, secret_header) && !same_cgi_name(d, identity_header))
-            .collect::<Vec<_>>(),
-        false,
-    );
+    for default in DEFAULTS {
+        if !same_cgi_name(default, secret_header) && !same_cgi_name(default, identity_header) {
+            remove_spellings(headers, default);
+        }
+    }
 
     // Every spelling of the secret header must carry the right secret.
     let mut presented = false;
@@ -266,6 +262,21 @@ fn strip(headers: &mut HeaderMap, extra: &[&str], keep_exact: bool) {
     let doomed: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
     for name in doomed {
         headers.remove(&name);
+    }
+}
+
+/// Removes every spelling of `name` (`-` or `_`, any case).
+fn remove_spellings(headers: &mut HeaderMap, name: &str) {
+    if !headers.keys().any(|k| same_cgi_name(k.as_str(), name)) {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| same_cgi_name(k.as_str(), name))
+        .cloned()
+        .collect();
+    for k in doomed {
+        headers.remove(&k);
     }
 }
 
@@ -444,8 +455,10 @@ mod tests {
             ("x-remote-ident", "EXAMPLE\\alice"),
             ("x-kallithea-user", "EXAMPLE\\mallory"),
             ("x-kallithea-pairing", "guess"),
+            ("x-forwarded-for", "203.0.113.1"),
         ]);
         let f = evaluate(Some(&trust), &mut h, PROXY).unwrap();
+        assert_eq!(f.client, Some("203.0.113.1:0".parse().unwrap()));
         assert_eq!(
             f.identity,
             Some(Identity::from_trusted_proxy("EXAMPLE\\alice", PROXY))

@@ -458,6 +458,93 @@ mod tests {
             .collect()
     }
 
+    /// Records what the engine asks of the server.
+    #[derive(Default)]
+    struct Recorder {
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Recorder {
+        fn note(&self, call: String) {
+            self.calls.lock().unwrap().push(call);
+        }
+    }
+
+    impl IisRequest for Recorder {
+        async fn read(&self, _max: usize) -> io::Result<Bytes> {
+            Ok(Bytes::new())
+        }
+        async fn write(&self, _data: Bytes) -> io::Result<()> {
+            Ok(())
+        }
+        fn send_headers(
+            &self,
+            status: StatusCode,
+            _headers: &HeaderMap,
+            _content_length: Option<u64>,
+            _keep_conn: bool,
+        ) -> io::Result<()> {
+            self.note(format!("headers {}", status.as_u16()));
+            Ok(())
+        }
+        fn is_connected(&self) -> bool {
+            true
+        }
+        fn cancel_io(&self) {}
+        fn close_connection(&self) {
+            self.note("close".into());
+        }
+        fn answer_now(&self, status: StatusCode, _message: &str) {
+            self.note(format!("answer {}", status.as_u16()));
+        }
+        fn done(&self, keep_conn: bool) {
+            self.note(format!("done keep={keep_conn}"));
+        }
+    }
+
+    fn exchange(headers_sent: bool) -> Exchange<Recorder> {
+        Exchange {
+            conn: Recorder::default(),
+            io: AsyncMutex::new(()),
+            keep_conn: AtomicBool::new(true),
+            body_complete: AtomicBool::new(true),
+            headers_sent: AtomicBool::new(headers_sent),
+        }
+    }
+
+    fn calls(e: &Exchange<Recorder>) -> Vec<String> {
+        e.conn.calls.lock().unwrap().clone()
+    }
+
+    /// A panic in the host's own request code (the app's are caught by the
+    /// dispatcher): the client gets the host's 500 if nothing went out yet,
+    /// and the session ends once, closing the connection.
+    #[test]
+    fn a_host_side_panic_is_answered_500_and_ends_the_session_once() {
+        let e = exchange(false);
+        finish(&e, Outcome::Panicked("boom".into()));
+        assert_eq!(calls(&e), ["answer 500", "done keep=false"]);
+        // The headers already went out: no second answer, the connection
+        // closes so that the cut response is not taken for a whole one.
+        let e = exchange(true);
+        finish(&e, Outcome::Panicked("boom".into()));
+        assert_eq!(calls(&e), ["done keep=false"]);
+    }
+
+    #[test]
+    fn completed_and_cancelled_requests_end_once_keeping_the_connection_only_when_whole() {
+        let e = exchange(true);
+        finish(&e, Outcome::Completed);
+        assert_eq!(calls(&e), ["done keep=true"]);
+        let e = exchange(true);
+        e.body_complete.store(false, Ordering::Release);
+        finish(&e, Outcome::Completed);
+        assert_eq!(calls(&e), ["done keep=false"]);
+        let e = exchange(false);
+        finish(&e, Outcome::Cancelled);
+        assert_eq!(calls(&e), ["done keep=false"]);
+    }
+
     #[test]
     fn a_body_of_4_gib_or_more_keeps_its_declared_length() {
         // IIS's count saturates; the header has the whole number.

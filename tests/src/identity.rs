@@ -72,8 +72,9 @@ impl Profile {
 /// What must happen to a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expect {
-    /// Refused by the plugin (403): the name breaks the identity rules or
-    /// comes from a domain or realm that is not allowed.
+    /// Refused (403 from the plugin: the name breaks the identity rules or
+    /// comes from a domain or realm that is not allowed; or 401 from a host
+    /// that cannot authenticate such a name at all).
     Refused,
     /// Signed in as this user, without admin rights.
     User(&'static str),
@@ -358,7 +359,7 @@ pub struct Answer {
 /// Whether `answer` is what `attempt` must get; `Err` says what happened.
 pub fn check(attempt: &Attempt, answer: &Answer) -> Result<(), String> {
     let ok = match attempt.expect {
-        Expect::Refused => answer.whoami == 403 && answer.users == 403,
+        Expect::Refused => matches!(answer.whoami, 401 | 403) && matches!(answer.users, 401 | 403),
         Expect::User(u) => {
             answer.whoami == 200 && answer.user.as_deref() == Some(u) && answer.users == 403
         }

@@ -34,9 +34,18 @@ fn app(calls: Arc<AtomicUsize>) -> Dispatcher {
                 .identity()
                 .map_or("none".to_owned(), |i| i.name().to_owned());
             let proxy = c.proxy.map_or("none".to_owned(), |p| p.to_string());
+            // Identity and pairing headers that reached the app.
+            let seen: Vec<&str> = req
+                .headers()
+                .keys()
+                .map(|k| k.as_str())
+                .filter(|k| k.contains("kallithea") || k.contains("user"))
+                .collect();
             let text = format!(
-                "remote={} secure={} proxy={proxy} identity={who}",
-                c.remote, c.secure
+                "remote={} secure={} proxy={proxy} identity={who} seen={}",
+                c.remote,
+                c.secure,
+                seen.join(",")
             );
             Ok::<_, Infallible>(Response::new(Body::from(text)))
         }
@@ -192,6 +201,98 @@ async fn wrong_pairing_secret_is_refused_before_the_app() {
         (200, true),
         "{body}"
     );
+    server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Each trust rule, end to end through a real connection: what reaches the
+/// app, and as whom.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_trust_rule_holds_end_to_end() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let trust = ProxyTrust::new(vec!["127.0.0.1/32".parse().unwrap()], SECRET);
+    let server = start(Server::new().trust(trust), calls.clone()).await;
+    let addr = server.local_addr();
+    let refused = [
+        (SECRET[..SECRET.len() - 1].to_owned(), "a truncated secret"),
+        (format!("{SECRET}x"), "a secret with more after it"),
+        (SECRET.to_uppercase(), "the secret in other case"),
+        (String::new(), "an empty secret"),
+    ];
+    for (secret, what) in &refused {
+        let (status, body) = get(
+            addr,
+            "/",
+            &format!("X-Kallithea-Pairing: {secret}\r\nX-Kallithea-User: alice\r\n"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 400, "{what}: {body}");
+    }
+    let (status, _) = get(
+        addr,
+        "/",
+        &format!(
+            "X-Kallithea-Pairing: {SECRET}\r\nX_Kallithea_Pairing: guess\r\nX-Kallithea-User: alice\r\n"
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 400, "a second spelling with a wrong secret");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "no refused request reached the app"
+    );
+
+    // The underscore twin of the identity header, smuggled past the proxy:
+    // never believed, never shown to the app.
+    let (_, body) = get(
+        addr,
+        "/",
+        &format!("X-Kallithea-Pairing: {SECRET}\r\nX_Kallithea_User: mallory\r\n"),
+    )
+    .await
+    .unwrap();
+    assert!(body.contains("identity=none seen="), "{body}");
+    assert!(body.ends_with("seen="), "{body}");
+    let (_, body) = get(
+        addr,
+        "/",
+        &format!(
+            "X-Kallithea-Pairing: {SECRET}\r\nX_Kallithea_User: mallory\r\nX-Kallithea-User: alice\r\n"
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        body.contains("identity=alice seen=x-kallithea-user"),
+        "{body}"
+    );
+    assert!(!body.contains("x_kallithea_user"), "{body}");
+    // No secret: the identity header is removed, not passed on.
+    let (_, body) = get(
+        addr,
+        "/",
+        "X-Kallithea-User: alice\r\nRemote-User: alice\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(body.ends_with("identity=none seen="), "{body}");
+    server.shutdown(Duration::from_secs(1)).await;
+
+    // No trust configured at all: the framework's own headers are removed
+    // too, so an app that reads them directly is not fooled.
+    let server = start(Server::new(), calls).await;
+    let (_, body) = get(
+        server.local_addr(),
+        "/",
+        &format!(
+            "X-Kallithea-User: alice\r\nX_Kallithea_User: alice\r\nX-Kallithea-Pairing: {SECRET}\r\n"
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(body.ends_with("identity=none seen="), "{body}");
     server.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use auth_container::Settings;
 use host_isapi::Startup;
 use kallithea_core::{BoxError, Dispatcher};
-use kallithea_portal::Portal;
+use kallithea_portal::{Portal, PortalError};
 use serde::Deserialize;
 
 /// The `[app]` section.
@@ -27,7 +27,11 @@ pub fn make_app(startup: &Startup<'_>) -> Result<Dispatcher, BoxError> {
     let data_dir = startup.resolve(&cfg.data_dir);
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create the data folder {}: {e}", data_dir.display()))?;
-    let portal = Portal::open(&data_dir, cfg.auth_container, cfg.admins)
-        .map_err(|e| format!("cannot open the user store in {}: {e}", data_dir.display()))?;
+    let portal = Portal::open(&data_dir, cfg.auth_container, cfg.admins).map_err(|e| match e {
+        PortalError::Store(e) => {
+            format!("cannot open the user store in {}: {e}", data_dir.display())
+        }
+        other => other.to_string(),
+    })?;
     Ok(portal.dispatcher(startup.config().limits.clone()))
 }

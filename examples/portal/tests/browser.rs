@@ -19,7 +19,9 @@ const SECRET: &str = "portal-browser-pairing-secret-01";
 
 /// A front proxy that forwards everything to `backend`, asserting `user` with
 /// the pairing secret, as IIS with ARR would.
-fn front_proxy(backend: std::net::SocketAddr, user: &'static str) -> Dispatcher {
+/// With `unprotected`, the proxy removes the portal's anti-framing headers:
+/// the control that shows the framing check can see a framed page.
+fn front_proxy(backend: std::net::SocketAddr, user: &'static str, unprotected: bool) -> Dispatcher {
     let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
     Dispatcher::builder(service_fn(move |req: Request<Body>| {
         let client = client.clone();
@@ -35,7 +37,11 @@ fn front_proxy(backend: std::net::SocketAddr, user: &'static str) -> Dispatcher 
             parts
                 .headers
                 .insert("x-kallithea-user", HeaderValue::from_static(user));
-            let resp = client.request(Request::from_parts(parts, body)).await?;
+            let mut resp = client.request(Request::from_parts(parts, body)).await?;
+            if unprotected {
+                resp.headers_mut().remove("content-security-policy");
+                resp.headers_mut().remove("x-frame-options");
+            }
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(resp)
         }
     }))
@@ -63,7 +69,7 @@ async fn admin_pages_work_in_headless_chromium() {
 
     let data = std::env::temp_dir().join(format!("portal-browser-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let portal = Portal::open(&data, Settings::default(), vec!["alice".into()]).unwrap();
+    let portal = Portal::open(&data, Settings::default(), vec!["EXAMPLE\\alice".into()]).unwrap();
     let trust = ProxyTrust::new(vec!["127.0.0.1/32".parse().unwrap()], SECRET);
     let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
     let backend = Server::new()
@@ -73,13 +79,19 @@ async fn admin_pages_work_in_headless_chromium() {
     let alice = Server::new()
         .start(
             bind().await.unwrap(),
-            front_proxy(backend.local_addr(), "EXAMPLE\\alice"),
+            front_proxy(backend.local_addr(), "EXAMPLE\\alice", false),
+        )
+        .unwrap();
+    let alice_unprotected = Server::new()
+        .start(
+            bind().await.unwrap(),
+            front_proxy(backend.local_addr(), "EXAMPLE\\alice", true),
         )
         .unwrap();
     let bob = Server::new()
         .start(
             bind().await.unwrap(),
-            front_proxy(backend.local_addr(), "EXAMPLE\\bob"),
+            front_proxy(backend.local_addr(), "EXAMPLE\\bob", false),
         )
         .unwrap();
 
@@ -87,6 +99,7 @@ async fn admin_pages_work_in_headless_chromium() {
         .arg("admin.mjs")
         .arg(format!("http://{}", alice.local_addr()))
         .arg(format!("http://{}", bob.local_addr()))
+        .arg(format!("http://{}", alice_unprotected.local_addr()))
         .current_dir(browser_dir())
         .env("CHROMIUM", &chromium)
         .envs(
@@ -137,7 +150,7 @@ async fn admin_pages_work_in_headless_chromium() {
         Some("X-Forwarded-User")
     );
 
-    for s in [alice, bob, backend] {
+    for s in [alice, bob, alice_unprotected, backend] {
         s.shutdown(Duration::from_secs(2)).await;
     }
     let _ = std::fs::remove_dir_all(&data);

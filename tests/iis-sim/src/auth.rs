@@ -217,6 +217,11 @@ impl WindowsAuth {
                 let decoded = decode_base64(token).ok_or_else(challenge)?;
                 let decoded = String::from_utf8(decoded).map_err(|_| challenge())?;
                 let (user, password) = decoded.split_once(':').ok_or_else(challenge)?;
+                // Windows account names hold no control characters (NUL
+                // included), so no logon with one succeeds.
+                if user.chars().any(char::is_control) {
+                    return Err(challenge());
+                }
                 let accepted = match users {
                     Users::Listed(map) => map.get(user).is_some_and(|p| p == password),
                     Users::AnyWithPassword(p) => p == password && !user.is_empty(),
@@ -389,5 +394,22 @@ mod tests {
             basic_credentials("alice", "wrong").parse().unwrap(),
         );
         assert!(auth.authenticate(&h).is_err());
+    }
+
+    #[test]
+    fn names_with_control_characters_never_log_on() {
+        let auth = WindowsAuth::Basic {
+            domain: "EXAMPLE".into(),
+            users: Users::AnyWithPassword("pw".into()),
+            anonymous: false,
+        };
+        for name in ["EXAMPLE\\alice\0", "EXAMPLE\\al\nice", "alice\u{7f}"] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                "authorization",
+                basic_credentials(name, "pw").parse().unwrap(),
+            );
+            assert!(auth.authenticate(&h).is_err(), "{name:?}");
+        }
     }
 }

@@ -128,3 +128,81 @@ async fn curl_reaches_the_portal(package: &str, native: bool) {
     assert!(stats.violations.is_empty(), "{:?}", stats.violations);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_attacks_through_the_portal_isapi_get_nowhere() {
+    identity_attacks("portal-isapi").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_attacks_through_the_portal_native_module_get_nowhere() {
+    identity_attacks("portal-iis").await;
+}
+
+/// The identity attack table through IIS's Windows authentication (Basic,
+/// any user name with one password, as the outside test ran it): each name
+/// is typed as `DOMAIN\user`, which the simulator reports as typed.
+async fn identity_attacks(package: &str) {
+    use kallithea_conformance::client::Client;
+    use kallithea_conformance::identity::{self, Profile, Tally};
+    let dll = iis_sim::build_cdylib(package).unwrap();
+    let stem = package.replace('-', "_");
+    let mut tally = Tally::default();
+    for profile in Profile::ALL {
+        let dir = std::env::temp_dir().join(format!(
+            "{package}-attacks-{profile:?}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let copy = dir.join(format!("{stem}.so"));
+        std::fs::copy(&dll, &copy).unwrap();
+        let (admins, lists) = profile.toml();
+        std::fs::write(
+            dir.join(format!("{stem}.toml")),
+            format!("[app]\ndata_dir = \"data\"\n{admins}\n[app.auth_container]\n{lists}"),
+        )
+        .unwrap();
+        let mut config = Config::new(&copy);
+        config.auth = WindowsAuth::Basic {
+            domain: "EXAMPLE".into(),
+            users: Users::AnyWithPassword("pw".into()),
+            anonymous: false,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim = iis_sim::start(config, listener).await.unwrap();
+        let client = Client::new(sim.local_addr());
+        identity::run(profile, &mut tally, |name| {
+            let client = &client;
+            async move {
+                // Windows authentication reports DOMAIN\user; a name without
+                // a domain would get the simulator's, and ':' ends a Basic
+                // user name.
+                if !name.contains('\\') || name.contains(':') {
+                    return None;
+                }
+                let auth = iis_sim::basic_credentials(name, "pw");
+                let get = |path: &'static str| {
+                    let req = client
+                        .request("GET", path)
+                        .header("authorization", auth.as_str())
+                        .body(kallithea_core::Body::empty())
+                        .unwrap();
+                    client.fetch(req)
+                };
+                let who = get("/api/whoami").await.unwrap();
+                let users = get("/api/users").await.unwrap();
+                Some(identity::answer(
+                    who.status.as_u16(),
+                    &who.text(),
+                    users.status.as_u16(),
+                ))
+            }
+        })
+        .await;
+        let stats = sim.shutdown().await;
+        assert!(stats.violations.is_empty(), "{:?}", stats.violations);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    tally.assert_clean(package);
+}

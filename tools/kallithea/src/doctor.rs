@@ -228,6 +228,8 @@ pub fn check(inputs: &Inputs<'_>) -> Vec<Finding> {
         }
     }
 
+    identity_rules(&mut cx, kind, &doc, auth, auth_table);
+
     if let Some(trust) = trust {
         let secret = trust.get("secret").and_then(|v| v.as_str()).unwrap_or("");
         let place = cx.place(Some("server.trust"), "secret");
@@ -289,6 +291,7 @@ pub fn check(inputs: &Inputs<'_>) -> Vec<Finding> {
         } else {
             inputs.path.parent().unwrap_or(Path::new(".")).join(&dir)
         };
+        secret_files(&mut cx, &resolved, data_table);
         if let Err(why) = writable(&resolved) {
             let place = cx.place(data_table, "data_dir");
             cx.push(
@@ -385,6 +388,118 @@ pub fn check(inputs: &Inputs<'_>) -> Vec<Finding> {
     }
     cx.found.sort_by_key(|f| std::cmp::Reverse(f.severity));
     cx.found
+}
+
+/// The identity rules: the name variable, names that several domains or
+/// realms would share, and `admins` entries that cannot stand. Only for a
+/// configuration that uses auth-container (an auth table or `admins`).
+fn identity_rules(
+    cx: &mut Ctx<'_>,
+    kind: ConfigKind,
+    doc: &toml::Table,
+    auth: Option<&toml::Table>,
+    auth_table: &str,
+) {
+    let (admins_value, admins_table) = match kind {
+        ConfigKind::Iis => (
+            table(doc, &["app"]).and_then(|a| a.get("admins")),
+            Some("app"),
+        ),
+        ConfigKind::Hyper => (doc.get("admins"), None),
+    };
+    if auth.is_none() && admins_value.is_none() {
+        return;
+    }
+    // Unreadable settings are reported by the strict pass.
+    let Ok(settings) = toml::Value::Table(auth.cloned().unwrap_or_default())
+        .try_into::<auth_container::Settings>()
+    else {
+        return;
+    };
+    if !auth_container::is_identity_variable(&settings.header) {
+        let place = cx.place(Some(auth_table), "header");
+        cx.push(
+            Severity::Error,
+            place,
+            format!(
+                "header = {:?} is not a variable the host authenticates: a client could write \
+                 it and sign in as anyone",
+                settings.header
+            ),
+            format!(
+                "use one of {} (REMOTE_USER unless the host documents otherwise)",
+                auth_container::IDENTITY_VARIABLES.join(", ")
+            ),
+        );
+    }
+    for ambiguity in auth_container::ambiguities(&settings) {
+        let key = if settings.allowed_domains.len() > 1 {
+            "allowed_domains"
+        } else if settings.allowed_realms.len() > 1 {
+            "allowed_realms"
+        } else {
+            "clean_username"
+        };
+        let place = cx.place(Some(auth_table), key);
+        cx.push(
+            Severity::Warning,
+            place,
+            ambiguity,
+            format!(
+                "set {auth_table}.allowed_domains / allowed_realms to the one domain (and its \
+                 realm) whose accounts may sign in, or clean_username = false to keep the \
+                 domain in user names"
+            ),
+        );
+    }
+    let admins: Vec<String> = admins_value
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Err(refused) = auth_container::AccountList::new(&admins, &settings) {
+        for r in refused {
+            let place = cx.place(admins_table, "admins");
+            cx.push(
+                Severity::Error,
+                place,
+                format!("{r}; the app refuses to start"),
+                "write each administrator as the host reports the account (EXAMPLE\\alice, \
+                 alice@EXAMPLE.TEST), from an allowed domain or realm"
+                    .into(),
+            );
+        }
+    }
+}
+
+/// Files in the data folder that hold secrets (the user store with the form
+/// key, the generated pairing secret) must be for their owner only.
+fn secret_files(cx: &mut Ctx<'_>, dir: &Path, data_table: Option<&str>) {
+    let store = dir.join("kallithea.sqlite3");
+    let mut files = vec![dir.join("pairing-secret")];
+    for suffix in ["", "-wal", "-shm"] {
+        files.push(PathBuf::from(format!("{}{suffix}", store.display())));
+    }
+    for file in files {
+        if kallithea_core::secret::readable_by_others(&file).unwrap_or(false) {
+            let place = cx.place(data_table, "data_dir");
+            cx.push(
+                Severity::Warning,
+                place,
+                format!(
+                    "{} holds secrets and other accounts on this machine can read it",
+                    file.display()
+                ),
+                format!(
+                    "chmod 600 {} (and keep the folder the app's own)",
+                    file.display()
+                ),
+            );
+        }
+    }
 }
 
 /// Whether files can be created in `dir` (or, if it does not exist yet, in

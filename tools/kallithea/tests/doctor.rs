@@ -167,3 +167,92 @@ fn a_dll_and_pool_of_different_bitness_are_caught() {
     assert_eq!(code, Some(0), "{out}{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn names_that_domains_would_share_and_unsafe_admins_are_reported() {
+    let dir = temp("identity");
+    let f = dir.join("portal.toml");
+    // The README's IIS example before the identity rules: a bare admin and
+    // no allowed lists.
+    std::fs::write(
+        &f,
+        "[app]\ndata_dir = \"data\"\nadmins = ['alice', 'EXAMPLE\\alice']\n",
+    )
+    .unwrap();
+    let (code, out, _) = check(&f);
+    assert_eq!(code, Some(1), "{out}");
+    let file = f.display().to_string();
+    assert!(
+        out.contains(&format!(
+            "{file}:3: error: \"alice\" names no domain or realm"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("\"EXAMPLE\\\\alice\" cannot"), "{out}");
+
+    std::fs::write(
+        &f,
+        "admins = ['PARTNER\\bob']\n[auth_container]\nallowed_domains = ['CORP', 'PARTNER']\nheader = 'SERVER_NAME'\n",
+    )
+    .unwrap();
+    let (code, out, _) = check(&f);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{file}:3: warning: allowed_domains lists 2 domains (CORP, PARTNER)"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{file}:4: error: header = \"SERVER_NAME\"")),
+        "{out}"
+    );
+
+    std::fs::write(&f, "[auth_container]\nclean_username = true\n").unwrap();
+    let (code, out, _) = check(&f);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("become one user"), "{out}");
+
+    std::fs::write(
+        &f,
+        "admins = ['alice@EXAMPLE.TEST', 'PARTNER\\eve']\n[auth_container]\nallowed_realms = ['EXAMPLE.TEST']\n",
+    )
+    .unwrap();
+    let (code, out, _) = check(&f);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("\"PARTNER\\\\eve\" cannot name a user"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn secret_files_others_can_read_are_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp("secrets");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let f = dir.join("portal.toml");
+    std::fs::write(
+        &f,
+        "data_dir = \"data\"\n[auth_container]\nallowed_domains = ['EXAMPLE']\n",
+    )
+    .unwrap();
+    let store = data.join("kallithea.sqlite3");
+    std::fs::write(&store, b"").unwrap();
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, out, err) = check(&f);
+    assert_eq!(code, Some(0), "{out}{err}");
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let secret = data.join("pairing-secret");
+    std::fs::write(&secret, b"x").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (code, out, _) = check(&f);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("kallithea.sqlite3 holds secrets"), "{out}");
+    assert!(out.contains("pairing-secret holds secrets"), "{out}");
+    assert!(out.contains("chmod 600"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,10 +1,13 @@
 // Drives the portal's pages in headless Chromium as two users, each reached
-// through a front proxy that asserts the user: node admin.mjs ALICE_URL BOB_URL
+// through a front proxy that asserts the user, and checks that another page
+// cannot frame them (UNPROTECTED_URL: alice through a proxy that strips the
+// anti-framing headers, the control):
+//   node admin.mjs ALICE_URL BOB_URL UNPROTECTED_URL
 import { chromium } from 'playwright-core';
 
-const [alice, bob] = process.argv.slice(2);
-if (!alice || !bob) {
-  console.error('usage: node admin.mjs ALICE_URL BOB_URL');
+const [alice, bob, unprotected] = process.argv.slice(2);
+if (!alice || !bob || !unprotected) {
+  console.error('usage: node admin.mjs ALICE_URL BOB_URL UNPROTECTED_URL');
   process.exit(2);
 }
 
@@ -52,6 +55,27 @@ try {
   await page.click('#save');
   check((await page.textContent('#message')).includes('Saved'), 'alice saves the authentication page');
   check((await page.inputValue('#fallback_header')) === 'X-Forwarded-User', 'the fallback header is kept');
+
+  // Another site frames the users page, whose one-click forms would
+  // otherwise be clickjacked. The frame must stay empty; through the proxy
+  // that strips the headers the same frame shows the page, so the check can
+  // see a framed page when there is one.
+  async function framedTable(url) {
+    const attacker = await browser.newPage();
+    try {
+      await attacker.setContent(`<iframe id="f" src="${url}" width="800" height="600"></iframe>`);
+      const frame = await (await attacker.waitForSelector('#f')).contentFrame();
+      for (let i = 0; i < 30; i += 1) {
+        if (frame && await frame.locator('#users').count() > 0) return true;
+        await attacker.waitForTimeout(100);
+      }
+      return false;
+    } finally {
+      await attacker.close();
+    }
+  }
+  check(await framedTable(`${unprotected}/admin/users`), 'control: without the headers a frame shows the users page');
+  check(!(await framedTable(`${alice}/admin/users`)), 'the users page refuses to be framed');
 
   if (process.env.SCREENSHOT) {
     await page.goto(`${alice}/admin/users`);
