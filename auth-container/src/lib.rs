@@ -8,6 +8,11 @@
 //! visit (active or awaiting activation), and never lets an identity take over
 //! an account created another way.
 //!
+//! The rules that turn a host name into a user name are written out, with
+//! their reasons, in the crate's `IDENTITY.md`; [`clean_name`] implements
+//! them and [`AccountList`] matches configured accounts (an app's `admins`)
+//! by them.
+//!
 //! ```no_run
 //! # fn t() -> Result<(), auth_container::DirectoryError> {
 //! use std::sync::Arc;

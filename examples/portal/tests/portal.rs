@@ -883,3 +883,36 @@ async fn users_can_be_imported_from_csv_and_json() {
     assert_eq!(r.status, 400, "{}", r.text());
     p.stop().await;
 }
+
+/// A settings change that would make an `admins` entry ambiguous is refused:
+/// with cleaning off a bare entry is exact; turning cleaning on would make it
+/// match every domain's account of that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_would_make_an_admin_entry_ambiguous_is_refused() {
+    let data = TempDir::new("ambiguous-change");
+    let exact = Settings {
+        clean_username: false,
+        ..Settings::default()
+    };
+    let p = start_with(&data, exact, vec!["EXAMPLE\\alice".into(), "bob".into()]).await;
+    let admin = Some("EXAMPLE\\alice");
+    let body = r#"{"enabled":true,"header":"REMOTE_USER","fallback_header":null,"clean_username":true,"anonymous":false,"activation":"automatic"}"#;
+    let r = p
+        .send(
+            "PUT",
+            "/api/settings",
+            admin,
+            Some("application/json"),
+            body,
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.text().contains("\\\"bob\\\" names no domain"),
+        "{}",
+        r.text()
+    );
+    let settings = p.get("/api/settings", admin).await.text();
+    assert!(settings.contains("\"clean_username\":false"), "{settings}");
+    p.stop().await;
+}

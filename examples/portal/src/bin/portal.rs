@@ -2,7 +2,7 @@
 //!
 //! Settings: an optional TOML file (`--config portal.toml`, see
 //! `PortalConfig`) and `KALLITHEA_*` environment variables
-//! (`KALLITHEA_ADMINS='["alice"]'`, `KALLITHEA_SERVER__LISTEN=127.0.0.1:9000`).
+//! (`KALLITHEA_ADMINS='["EXAMPLE\\alice"]'`, `KALLITHEA_SERVER__LISTEN=127.0.0.1:9000`).
 //!
 //! Without a `[server.trust]` section the portal trusts a front proxy on
 //! loopback only, with a pairing secret it generates into the data directory;
