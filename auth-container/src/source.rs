@@ -18,10 +18,13 @@ pub(crate) struct Claimed {
 /// Reads the claim. `Err` is a reason to refuse the request (400): proxy
 /// headers that are ambiguous or not text.
 pub(crate) fn claimed(parts: &Parts, settings: &Settings) -> Result<Claimed, String> {
-    // The host's own word first: the named host variable, then the identity.
+    // The host's own word first: the named host variable (only one the host
+    // authenticates; settings are validated, this guards those built by
+    // hand), then the identity.
     let mut claim = Claimed {
         name: parts
             .host_variables()
+            .filter(|_| crate::is_identity_variable(&settings.header))
             .and_then(|v| v.get_str(&settings.header))
             .filter(|v| !v.is_empty())
             .map(str::to_owned)

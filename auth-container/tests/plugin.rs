@@ -532,3 +532,20 @@ async fn a_blank_host_variable_is_refused_not_skipped() {
         .await;
     assert_eq!(status, 403, "{body}");
 }
+
+/// Settings built by hand skip validation; a client-written variable named
+/// as the source is still never read.
+#[tokio::test]
+async fn a_client_written_variable_is_never_read_as_the_name() {
+    let f = fixture(Settings {
+        header: "HTTP_X_USER".into(),
+        ..Settings::default()
+    });
+    let (status, body) = f
+        .send(Req {
+            host_vars: vec![("HTTP_X_USER", "EXAMPLE\\alice")],
+            ..Req::default()
+        })
+        .await;
+    assert_eq!(status, 401, "{body}");
+}

@@ -44,6 +44,9 @@ pub enum PortalError {
     /// The user store could not be opened.
     #[error(transparent)]
     Store(#[from] DirectoryError),
+    /// The container authentication settings are invalid (each problem named).
+    #[error("auth_container: {0}")]
+    Settings(String),
     /// Entries of `admins` that cannot stand (each says why and what to write).
     #[error("admins: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Admins(Vec<EntryRefused>),
@@ -95,6 +98,9 @@ impl Portal {
         settings: Settings,
         admins: Vec<String>,
     ) -> Result<Arc<Portal>, PortalError> {
+        // The file's settings first: an IIS DLL's `[app]` section is read
+        // without the host knowing its rules.
+        stored::check(&settings).map_err(PortalError::Settings)?;
         let store = SqliteDirectory::open(data_dir.join(STORE_FILE))?;
         let settings = match stored::load(&store)? {
             Some(admin) => {

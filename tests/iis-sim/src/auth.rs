@@ -229,8 +229,11 @@ impl WindowsAuth {
                 if !accepted {
                     return Err(challenge());
                 }
-                // A user typed as DOMAIN\user keeps the domain it gave.
-                let name = if user.contains('\\') {
+                // REMOTE_USER is the name as the client sent it (IIS maps
+                // it to an account only for LOGON_USER): a user typed as
+                // DOMAIN\user or as a UPN (user@REALM) keeps it; a bare
+                // name gets the default domain.
+                let name = if user.contains('\\') || user.contains('@') {
                     user.to_owned()
                 } else {
                     format!("{domain}\\{user}")

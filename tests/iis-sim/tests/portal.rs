@@ -141,7 +141,7 @@ async fn identity_attacks_through_the_portal_native_module_get_nowhere() {
 
 /// The identity attack table through IIS's Windows authentication (Basic,
 /// any user name with one password, as the outside test ran it): each name
-/// is typed as `DOMAIN\user`, which the simulator reports as typed.
+/// with a domain or realm is typed as it is, which IIS reports as typed.
 async fn identity_attacks(package: &str) {
     use kallithea_conformance::client::Client;
     use kallithea_conformance::identity::{self, Profile, Tally};
@@ -175,10 +175,10 @@ async fn identity_attacks(package: &str) {
         identity::run(profile, &mut tally, |name| {
             let client = &client;
             async move {
-                // Windows authentication reports DOMAIN\user; a name without
-                // a domain would get the simulator's, and ':' ends a Basic
-                // user name.
-                if !name.contains('\\') || name.contains(':') {
+                // Basic authentication reports the name as typed when it
+                // carries a domain or a realm; a bare one would get the
+                // simulator's default domain, and ':' ends a Basic user name.
+                if !(name.contains('\\') || name.contains('@')) || name.contains(':') {
                     return None;
                 }
                 let auth = iis_sim::basic_credentials(name, "pw");
@@ -200,9 +200,53 @@ async fn identity_attacks(package: &str) {
             }
         })
         .await;
+        if profile == Profile::Domains {
+            // The fourth reproduction: the name variable set to one the
+            // client writes (SERVER_NAME comes from the Host header).
+            let body = r#"{"enabled":true,"header":"SERVER_NAME","fallback_header":null,"clean_username":true,"anonymous":true,"activation":"automatic"}"#;
+            let req = client
+                .request("PUT", "/api/settings")
+                .header(
+                    "authorization",
+                    iis_sim::basic_credentials("EXAMPLE\\alice", "pw"),
+                )
+                .header("content-type", "application/json")
+                .body(kallithea_core::Body::from(body))
+                .unwrap();
+            let r = client.fetch(req).await.unwrap();
+            assert_eq!(r.status, 422, "{}", r.text());
+        }
         let stats = sim.shutdown().await;
         assert!(stats.violations.is_empty(), "{:?}", stats.violations);
         let _ = std::fs::remove_dir_all(&dir);
     }
     tally.assert_clean(package);
+
+    // The same in the DLL's configuration file: the portal does not start,
+    // and says why.
+    let dir = std::env::temp_dir().join(format!("{package}-bad-header-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join(format!("{stem}.so"));
+    std::fs::copy(&dll, &copy).unwrap();
+    std::fs::write(
+        dir.join(format!("{stem}.toml")),
+        "[app]\ndata_dir = \"data\"\nadmins = ['EXAMPLE\\alice']\n[app.auth_container]\nheader = 'SERVER_NAME'\n",
+    )
+    .unwrap();
+    let mut config = Config::new(&copy);
+    config.auth = WindowsAuth::Anonymous;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = iis_sim::start(config, listener).await.unwrap();
+    let client = Client::new(sim.local_addr());
+    let req = client
+        .request("GET", "/api/whoami")
+        .header("host", "EXAMPLE\\alice")
+        .body(kallithea_core::Body::empty())
+        .unwrap();
+    let r = client.fetch(req).await.unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("SERVER_NAME"), "{}", r.text());
+    sim.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
