@@ -79,10 +79,11 @@ pub(crate) async fn users(State(portal): State<Arc<Portal>>, user: MaybeUser) ->
     if let Err(r) = admin(&portal, &user).await {
         return r;
     }
+    let configured = portal.configured_admins();
     match portal.plugin.directory().list().await {
         Ok(list) => Json(
             list.iter()
-                .map(|u| user_json(&portal, u))
+                .map(|u| user_json(&configured, u))
                 .collect::<Vec<_>>(),
         )
         .into_response(),
@@ -93,8 +94,8 @@ pub(crate) async fn users(State(portal): State<Arc<Portal>>, user: MaybeUser) ->
 /// A stored user as the API shows it: `admin` says whether the user
 /// administers the portal (by the store's flag or the configuration's
 /// `admins`), `admin_by_configuration` which of the two.
-fn user_json(portal: &Portal, u: &StoredUser) -> serde_json::Value {
-    let configured = portal.configured_admin(u);
+fn user_json(configured: &dyn Fn(&StoredUser) -> bool, u: &StoredUser) -> serde_json::Value {
+    let configured = configured(u);
     let mut v = serde_json::to_value(u).unwrap_or_default();
     if let Some(map) = v.as_object_mut() {
         map.insert("admin".into(), json!(configured || u.admin));
@@ -127,7 +128,7 @@ pub(crate) async fn user_action(
     match portal.plugin.directory().set_active(&name, active).await {
         Ok(u) => {
             tracing::info!(admin = %me.username, user = %name, active, "user activation changed");
-            Json(user_json(&portal, &u)).into_response()
+            Json(user_json(&portal.configured_admins(), &u)).into_response()
         }
         Err(auth_container::DirectoryError::NotFound(_)) => {
             error(StatusCode::NOT_FOUND, "no such user")

@@ -202,12 +202,13 @@ impl Portal {
         matches!(self.plugin.directory().resolve(&user.username).await, Ok(Some(u)) if u.admin)
     }
 
-    /// Whether the stored user `u` is an administrator named in the
-    /// configuration (judged by the identity it last signed in with).
-    pub fn configured_admin(&self, u: &StoredUser) -> bool {
+    /// Whether a stored user is an administrator named in the configuration
+    /// (judged by the identity it last signed in with), for many users at
+    /// once: the entries are read under the settings in force once.
+    pub fn configured_admins(&self) -> impl Fn(&StoredUser) -> bool {
         let settings = self.plugin.settings();
-        self.admin_list(&settings)
-            .matches(&u.username, u.extern_name.as_deref(), &settings)
+        let list = self.admin_list(&settings);
+        move |u| list.matches(&u.username, u.extern_name.as_deref(), &settings)
     }
 
     /// The user names the `admins` entries clean to.

@@ -230,6 +230,9 @@ pub(crate) async fn users(
                 .into_response()
         }
     };
+    let configured = portal.configured_admins();
+    // One form token for the page: every form on it posts with it.
+    let token_field = csrf_field(&portal, &me, &session);
     let mut rows = String::new();
     for u in &list {
         let (action, label) = if u.active {
@@ -240,10 +243,10 @@ pub(crate) async fn users(
         let form = format!(
             "<form method=\"post\" action=\"{}\">{}<button type=\"submit\" id=\"{action}-{}\">{label}</button></form>",
             esc(&base.link(&format!("/admin/users/{}/{action}", percent(&u.username)))),
-            csrf_field(&portal, &me, &session),
+            token_field,
             esc(&u.username),
         );
-        let admin = if portal.configured_admin(u) {
+        let admin = if configured(u) {
             "yes (configuration)"
         } else if u.admin {
             "yes"
@@ -401,26 +404,52 @@ pub(crate) async fn auth(
     headers: HeaderMap,
 ) -> Response {
     let base = base(&b);
-    let me = match admin(&portal, &base, &user).await {
-        Ok(me) => me,
-        Err(r) => return r,
+    let page = SettingsPage {
+        title: "Authentication",
+        path: "/admin/auth",
+        fields: auth_fields,
     };
-    let session = match Session::of(&headers) {
-        Ok(s) => s,
-        Err(status) => return status.into_response(),
-    };
-    let s = AdminSettings::of(&portal.plugin.settings());
-    let page = settings_page(
-        &portal,
-        &base,
-        &me,
-        &session,
-        "Authentication",
-        "/admin/auth",
-        &auth_fields(&s),
-        "",
-    );
-    session.set(page, &base, &conn)
+    page.show(&portal, &base, &user, &conn, &headers).await
+}
+
+/// A settings page: its title, path and form fields.
+struct SettingsPage {
+    title: &'static str,
+    path: &'static str,
+    fields: fn(&AdminSettings) -> String,
+}
+
+impl SettingsPage {
+    /// The page for an administrator, with a form session.
+    async fn show(
+        &self,
+        portal: &Portal,
+        base: &PathBase,
+        user: &MaybeUser,
+        conn: &Conn,
+        headers: &HeaderMap,
+    ) -> Response {
+        let me = match admin(portal, base, user).await {
+            Ok(me) => me,
+            Err(r) => return r,
+        };
+        let session = match Session::of(headers) {
+            Ok(s) => s,
+            Err(status) => return status.into_response(),
+        };
+        let s = AdminSettings::of(&portal.plugin.settings());
+        let page = settings_page(
+            portal,
+            base,
+            &me,
+            &session,
+            self.title,
+            self.path,
+            &(self.fields)(&s),
+            "",
+        );
+        session.set(page, base, conn)
+    }
 }
 
 #[derive(Deserialize)]
@@ -473,26 +502,12 @@ pub(crate) async fn permissions(
     headers: HeaderMap,
 ) -> Response {
     let base = base(&b);
-    let me = match admin(&portal, &base, &user).await {
-        Ok(me) => me,
-        Err(r) => return r,
+    let page = SettingsPage {
+        title: "Permissions",
+        path: "/admin/permissions",
+        fields: permission_fields,
     };
-    let session = match Session::of(&headers) {
-        Ok(s) => s,
-        Err(status) => return status.into_response(),
-    };
-    let s = AdminSettings::of(&portal.plugin.settings());
-    let page = settings_page(
-        &portal,
-        &base,
-        &me,
-        &session,
-        "Permissions",
-        "/admin/permissions",
-        &permission_fields(&s),
-        "",
-    );
-    session.set(page, &base, &conn)
+    page.show(&portal, &base, &user, &conn, &headers).await
 }
 
 #[derive(Deserialize)]
