@@ -173,6 +173,32 @@ fn parse(written: &str, settings: &Settings) -> Result<Entry, EntryRefused> {
     })
 }
 
+/// Whether `identity` (the name a user signs in with now) may use rights
+/// granted to the stored account first seen as `stored` (its `extern_name`).
+/// Where the settings keep domains apart (allowed lists, or uncleaned names)
+/// any identity of the user qualifies; where they merge every domain's
+/// account of a name into one user, only an identity with the same domain
+/// and realm as the stored one does: `PARTNER\alice` becomes the user
+/// `alice`, but not with the rights `EXAMPLE\alice`'s account was given.
+/// Unknown names qualify for nothing.
+pub fn same_account(identity: Option<&str>, stored: Option<&str>, settings: &Settings) -> bool {
+    let lists = !settings.allowed_domains.is_empty() || !settings.allowed_realms.is_empty();
+    if !settings.clean_username || lists {
+        return true;
+    }
+    let (Some(now), Some(then)) = (identity, stored) else {
+        return false;
+    };
+    match (clean_name(now, settings), clean_name(then, settings)) {
+        (Ok(a), Ok(b)) => {
+            a.username == b.username
+                && same(a.domain.as_deref(), b.domain.as_deref())
+                && same(a.realm.as_deref(), b.realm.as_deref())
+        }
+        _ => false,
+    }
+}
+
 /// Where the settings let names from different domains or realms become one
 /// user, in words for logs and `kallithea doctor`; empty when they do not.
 pub fn ambiguities(settings: &Settings) -> Vec<String> {
@@ -281,6 +307,24 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn rights_of_a_merged_user_stay_with_the_account_that_had_them() {
+        let open = Settings::default();
+        let e = Some("EXAMPLE\\carol");
+        assert!(same_account(Some("example\\Carol"), e, &open));
+        assert!(!same_account(Some("PARTNER\\carol"), e, &open));
+        assert!(!same_account(Some("carol@ANY.REALM"), e, &open));
+        assert!(!same_account(Some("carol"), e, &open));
+        assert!(!same_account(None, e, &open));
+        assert!(!same_account(Some("EXAMPLE\\carol"), None, &open));
+        let lists = Settings {
+            allowed_domains: vec!["EXAMPLE".into()],
+            allowed_realms: vec!["EXAMPLE.TEST".into()],
+            ..Settings::default()
+        };
+        assert!(same_account(Some("carol@EXAMPLE.TEST"), e, &lists));
     }
 
     #[test]

@@ -38,7 +38,7 @@ mod settings;
 mod source;
 mod sqlite;
 
-pub use accounts::{ambiguities, AccountList, EntryRefused};
+pub use accounts::{ambiguities, same_account, AccountList, EntryRefused};
 pub use cache::CachedDirectory;
 pub use clean::{clean_name, clean_username, CleanName, CodePoint, NameRefused};
 pub use directory::{

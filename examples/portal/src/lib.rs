@@ -199,7 +199,15 @@ impl Portal {
         ) {
             return true;
         }
-        matches!(self.plugin.directory().resolve(&user.username).await, Ok(Some(u)) if u.admin)
+        // The store's flag belongs to the account that was given it: where
+        // domains merge into one user, only that account's identity uses it.
+        matches!(self.plugin.directory().resolve(&user.username).await,
+        Ok(Some(u)) if u.admin
+            && auth_container::same_account(
+                user.external_name.as_deref(),
+                u.extern_name.as_deref(),
+                &settings,
+            ))
     }
 
     /// Whether a stored user is an administrator named in the configuration

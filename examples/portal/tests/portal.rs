@@ -600,7 +600,7 @@ async fn the_last_active_administrator_cannot_be_deactivated() {
                 active: true,
                 admin: true,
                 extern_type: Some(auth_container::CONTAINER.into()),
-                extern_name: None,
+                extern_name: Some("EXAMPLE\\carol".into()),
             })
             .await
             .unwrap();
@@ -914,5 +914,47 @@ async fn a_change_that_would_make_an_admin_entry_ambiguous_is_refused() {
     );
     let settings = p.get("/api/settings", admin).await.text();
     assert!(settings.contains("\"clean_username\":false"), "{settings}");
+    p.stop().await;
+}
+
+/// Without allowed lists every domain's `carol` is the user `carol`; the
+/// store's admin flag, given to `EXAMPLE\carol`'s account, stays with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_admin_flag_stays_with_the_account_that_was_given_it() {
+    use auth_container::UserDirectory;
+    let data = TempDir::new("store-admin");
+    {
+        let store =
+            auth_container::SqliteDirectory::open(data.0.join(kallithea_portal::STORE_FILE))
+                .unwrap();
+        store
+            .create(auth_container::NewUser {
+                username: "carol".into(),
+                attributes: Default::default(),
+                active: true,
+                admin: true,
+                extern_type: Some(auth_container::CONTAINER.into()),
+                extern_name: Some("EXAMPLE\\carol".into()),
+            })
+            .await
+            .unwrap();
+    }
+    let p = start(&data).await;
+    assert_eq!(
+        p.get("/api/users", Some("EXAMPLE\\Carol")).await.status,
+        200
+    );
+    for other in ["PARTNER\\carol", "carol@ANY.REALM", "carol"] {
+        assert_eq!(
+            p.get("/", Some(other)).await.status,
+            200,
+            "{other} is carol"
+        );
+        assert_eq!(
+            p.get("/api/users", Some(other)).await.status,
+            403,
+            "{other} is not the administrator"
+        );
+    }
     p.stop().await;
 }
