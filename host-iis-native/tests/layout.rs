@@ -56,7 +56,7 @@ fn a_wrong_expectation_is_caught() {
 
 #[test]
 fn the_table_matches_the_reference_layouts() {
-    // shared/reference/iis-native/http_h_layouts.tsv lists the same facts,
+    // reference/http_h_layouts.tsv lists the same facts,
     // computed from the same header: every size and offset the crate
     // states must agree with it where the reference has the row.
     let text = common::reference("http_h_layouts.tsv");

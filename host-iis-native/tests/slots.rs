@@ -1,5 +1,5 @@
 //! Every vtable slot the crate fills or calls sits where the ABI reference
-//! (`shared/reference/iis-native/vtables.tsv`, read at test time) puts it,
+//! (`reference/vtables.tsv`, compiled into the test) puts it,
 //! with the method and signature the crate assumes; the module's own table
 //! has all 31 `CHttpModule` slots filled.
 

@@ -4,7 +4,7 @@
 //! IIS objects are C++ interfaces: a pointer to a table of function pointers
 //! first. [`Slot`] names every table entry this crate calls or fills, with
 //! the method and signature it must be; the crate's tests check each one
-//! against `shared/reference/iis-native/vtables.tsv`. Struct layouts are
+//! against `reference/vtables.tsv`. Struct layouts are
 //! asserted at compile time for the target being built against
 //! [`layout`]'s table, which the tests check against mingw-w64's `http.h`
 //! for x64 and x86.
