@@ -18,17 +18,23 @@ pub(crate) struct Claimed {
 /// Reads the claim. `Err` is a reason to refuse the request (400): proxy
 /// headers that are ambiguous or not text.
 pub(crate) fn claimed(parts: &Parts, settings: &Settings) -> Result<Claimed, String> {
-    // The host's own word first: the named host variable (only one the host
-    // authenticates; settings are validated, this guards those built by
-    // hand), then the identity.
+    // The host's own word. The identity is the one source of truth: the
+    // hosts make it from REMOTE_USER (IIS) or their own authentication
+    // (host-hyper); another variable the host authenticates (LOGON_USER,
+    // AUTH_USER — validated settings name no other, and hand-built ones are
+    // checked here too) is read only when configured, and when present.
+    let from_variable =
+        if names_the_identity(&settings.header) || !crate::is_identity_variable(&settings.header) {
+            None
+        } else {
+            parts
+                .host_variables()
+                .and_then(|v| v.get_str(&settings.header))
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
     let mut claim = Claimed {
-        name: parts
-            .host_variables()
-            .filter(|_| crate::is_identity_variable(&settings.header))
-            .and_then(|v| v.get_str(&settings.header))
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-            .or_else(|| parts.identity().map(|i| i.name().to_owned())),
+        name: from_variable.or_else(|| parts.identity().map(|i| i.name().to_owned())),
         attributes: Attributes::default(),
     };
 
@@ -64,6 +70,12 @@ pub(crate) fn claimed(parts: &Parts, settings: &Settings) -> Result<Claimed, Str
             .flatten(),
     };
     Ok(claim)
+}
+
+/// Whether host variable `name` is the one the hosts already turned into the
+/// request's `Identity` (`REMOTE_USER`, in either form).
+fn names_the_identity(name: &str) -> bool {
+    name.eq_ignore_ascii_case("REMOTE_USER") || name.eq_ignore_ascii_case("UNICODE_REMOTE_USER")
 }
 
 /// The value of header `name` as the proxy sent it. Another header whose name

@@ -207,7 +207,9 @@ async fn every_request_is_checked_again() {
 }
 
 #[tokio::test]
-async fn the_named_host_variable_comes_before_the_identity() {
+async fn the_identity_is_the_source_and_another_named_variable_comes_first() {
+    // REMOTE_USER is what the host turned into the identity: the identity
+    // is read, not the variable a second time.
     let f = fixture(Settings::default());
     let (_, body) = f
         .send(Req {
@@ -216,12 +218,21 @@ async fn the_named_host_variable_comes_before_the_identity() {
             ..Req::default()
         })
         .await;
-    assert!(body.starts_with("user=erin "), "{body}");
+    assert!(body.starts_with("user=alice "), "{body}");
 
+    // Another variable the host authenticates, when configured, comes first.
     let f = fixture(Settings {
         header: "LOGON_USER".into(),
         ..Settings::default()
     });
+    let (_, body) = f
+        .send(Req {
+            identity: Some("EXAMPLE\\alice"),
+            host_vars: vec![("LOGON_USER", "EXAMPLE\\erin")],
+            ..Req::default()
+        })
+        .await;
+    assert!(body.starts_with("user=erin "), "{body}");
     let (_, body) = f
         .send(Req {
             identity: Some("EXAMPLE\\alice"),
@@ -522,11 +533,14 @@ async fn the_user_carries_the_host_s_name() {
 /// one that would let the identity or a proxy header decide instead.
 #[tokio::test]
 async fn a_blank_host_variable_is_refused_not_skipped() {
-    let f = fixture(Settings::default());
+    let f = fixture(Settings {
+        header: "LOGON_USER".into(),
+        ..Settings::default()
+    });
     let (status, body) = f
         .send(Req {
             identity: Some("EXAMPLE\\alice"),
-            host_vars: vec![("REMOTE_USER", "  ")],
+            host_vars: vec![("LOGON_USER", "  ")],
             ..Req::default()
         })
         .await;

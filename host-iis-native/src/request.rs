@@ -5,7 +5,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use kallithea_core::cgi::{HostFacts, MappingError};
-use kallithea_core::{AuthScheme, Identity};
+use kallithea_core::Identity;
 
 /// What the module reads from `IHttpRequest` and `HTTP_REQUEST`.
 ///
@@ -199,14 +199,7 @@ pub fn to_parts(
     parts.uri = target(&head, &block)?;
     parts.version = version;
     parts.headers = headers;
-    facts.identity = user.filter(|u| !u.name.is_empty()).map(|u| {
-        let scheme = if u.scheme.trim().is_empty() {
-            AuthScheme::Other("unknown".into())
-        } else {
-            AuthScheme::from_host_name(&u.scheme)
-        };
-        Identity::from_host(u.name, scheme)
-    });
+    facts.identity = user.and_then(|u| Identity::reported_by_host(u.name, &u.scheme));
     facts.apply(&mut parts.extensions);
     Ok(parts)
 }
@@ -214,6 +207,7 @@ pub fn to_parts(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kallithea_core::AuthScheme;
     use kallithea_core::{ConnectionInfo, HostVariables, RequestExt};
 
     fn facts() -> HostFacts {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 
-use crate::{AuthScheme, ConnectionInfo, HostVariables, Identity, PathBase};
+use crate::{ConnectionInfo, HostVariables, Identity, PathBase};
 
 /// Where a host reads server variables from.
 ///
@@ -543,15 +543,8 @@ impl RawFacts {
             .get_str("APPL_MD_PATH")
             .and_then(path_base_from_metabase)
             .filter(|b| !b.is_root());
-        let identity = self.user.map(|user| {
-            let scheme = kept
-                .get_str("AUTH_TYPE")
-                .filter(|t| !t.trim().is_empty())
-                .map_or(
-                    AuthScheme::Other("unknown".into()),
-                    AuthScheme::from_host_name,
-                );
-            Identity::from_host(user, scheme)
+        let identity = self.user.and_then(|user| {
+            Identity::reported_by_host(user, kept.get_str("AUTH_TYPE").unwrap_or(""))
         });
         HostFacts {
             connection,
@@ -697,7 +690,7 @@ pub fn append_status_line(out: &mut Vec<u8>, status: StatusCode) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RequestExt;
+    use crate::{AuthScheme, RequestExt};
     use std::collections::HashMap;
 
     #[derive(Default)]

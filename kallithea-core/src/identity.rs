@@ -27,6 +27,24 @@ impl Identity {
         }
     }
 
+    /// The identity a host reports as a user name and the name of the scheme
+    /// that authenticated it (IIS's `REMOTE_USER` and `AUTH_TYPE`,
+    /// `IHttpUser`'s name and type): none when the name is empty (the host
+    /// authenticated nobody); a scheme the host does not name is
+    /// `Other("unknown")`. Every IIS binding reports through this one rule.
+    pub fn reported_by_host(name: impl Into<String>, auth_type: &str) -> Option<Self> {
+        let name = name.into();
+        if name.is_empty() {
+            return None;
+        }
+        let scheme = if auth_type.trim().is_empty() {
+            AuthScheme::Other("unknown".into())
+        } else {
+            AuthScheme::from_host_name(auth_type)
+        };
+        Some(Identity::from_host(name, scheme))
+    }
+
     /// An identity asserted by a trusted front proxy at `proxy`.
     pub fn from_trusted_proxy(name: impl Into<String>, proxy: IpAddr) -> Self {
         Identity {
@@ -139,5 +157,20 @@ impl fmt::Display for IdentitySource {
             IdentitySource::Host => f.write_str("host"),
             IdentitySource::TrustedProxy { proxy } => write!(f, "trusted proxy {proxy}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_report_is_an_identity_only_with_a_name() {
+        assert_eq!(Identity::reported_by_host("", "Negotiate"), None);
+        let id = Identity::reported_by_host("EXAMPLE\\alice", "negotiate").unwrap();
+        assert_eq!(id.scheme(), &AuthScheme::Negotiate);
+        assert_eq!(id.source(), &IdentitySource::Host);
+        let id = Identity::reported_by_host("EXAMPLE\\alice", " ").unwrap();
+        assert_eq!(id.scheme(), &AuthScheme::Other("unknown".into()));
     }
 }
