@@ -16,9 +16,9 @@ pub const NAME: &str = "container";
 /// becomes the application user, created in the directory on first visit.
 ///
 /// For every request (nothing is remembered per session or connection):
-/// 1. the name comes from the host ([`Settings::header`] as a host variable, or
-///    the host's identity), or — only from a paired front proxy — from
-///    [`Settings::fallback_header`];
+/// 1. the name comes from the host: its identity, or the host variable
+///    [`Settings::header`] names when that is not `REMOTE_USER`; or — only
+///    from a paired front proxy — from [`Settings::fallback_header`];
 /// 2. no name: the anonymous user if [`Settings::anonymous`], otherwise 401
 ///    without a challenge of its own: the host that authenticates issues it
 ///    (IIS's authentication modules add theirs to every 401; host-hyper's

@@ -33,9 +33,10 @@ pub struct Settings {
     /// any request (the next plugin, or no user).
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Where the user name comes from: the host variable of this name when
-    /// the host supplies it, otherwise the identity the host authenticated.
-    /// Only variables the host itself authenticates are accepted
+    /// Where the user name comes from: `REMOTE_USER` (the default) means the
+    /// identity the host authenticated, which the hosts make from it; another
+    /// variable means that variable when the host supplies it, otherwise the
+    /// identity. Only variables the host itself authenticates are accepted
     /// ([`IDENTITY_VARIABLES`]: `REMOTE_USER`, `LOGON_USER`, `AUTH_USER` and
     /// their `UNICODE_` forms), never one a client can write (`HTTP_*`,
     /// `SERVER_NAME`…).
