@@ -8,7 +8,7 @@
 //! ```no_run
 //! use std::convert::Infallible;
 //!
-//! use host_isapi::Startup;
+//! use host_iis_native::Startup;
 //! use kallithea_core::{service_fn, Body, BoxError, Dispatcher};
 //!
 //! fn make_app(startup: &Startup<'_>) -> Result<Dispatcher, BoxError> {
@@ -24,7 +24,7 @@
 //! ```
 //!
 //! - `RegisterModule` reads the configuration beside the DLL (the same file
-//!   and format as the ISAPI extension: `host_isapi::config`), starts the
+//!   and format as the ISAPI extension: `host_iis::config`), starts the
 //!   runtime and the app (a failed start serves error pages and retries, as
 //!   the extension does), and registers a factory for
 //!   `RQ_EXECUTE_REQUEST_HANDLER`.
@@ -54,15 +54,20 @@
 pub mod ffi;
 pub mod request;
 
-pub use host_isapi::{Extension, MakeApp, Startup};
+pub use host_iis::{Lifecycle, MakeApp, Startup};
+
+/// The engine's lifecycle under the name this crate used before the engine
+/// became its own crate.
+#[deprecated(note = "use `host_iis::Lifecycle` (re-exported as `host_iis_native::Lifecycle`)")]
+pub type Extension = Lifecycle;
 
 /// Exports `RegisterModule` from the crate (a `cdylib`), serving the app
 /// that `make_app` (a [`MakeApp`]) builds.
 #[macro_export]
 macro_rules! export {
     ($make_app:expr) => {
-        static __KALLITHEA_IIS_MODULE: $crate::Extension =
-            $crate::Extension::new($make_app, ::core::env!("CARGO_PKG_NAME"));
+        static __KALLITHEA_IIS_MODULE: $crate::Lifecycle =
+            $crate::Lifecycle::new($make_app, ::core::env!("CARGO_PKG_NAME"));
 
         /// Called by IIS when it loads the module.
         #[no_mangle]

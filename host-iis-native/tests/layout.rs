@@ -4,8 +4,7 @@
 //! assertions generated from `host_iis_native::ffi::layout`, compiled (not
 //! run) with the mingw-w64 cross compilers.
 
-#[path = "../../host-isapi/tests/support/mingw.rs"]
-mod mingw;
+use host_iis::layout::mingw;
 
 use host_iis_native::ffi::layout::{CONSTANTS, OFFSETS, SIZES};
 use mingw::Arch;

@@ -29,14 +29,18 @@
 //! host_isapi::export!(make_app);
 //! ```
 //!
+//! The crate is a binding on the in-process engine, `host-iis`, which it
+//! shares with the native module (`host-iis-native`):
+//!
 //! - `GetExtensionVersion` reads the configuration beside the DLL
-//!   ([`config`]), opens the log file, starts the extension's tokio runtime
+//!   ([`config`]), opens the log file, starts the engine's tokio runtime
 //!   ([`runtime`]) and calls `make_app`. If the configuration or the app
 //!   fails, the extension still loads: every request gets a page naming the
 //!   failure (details only to clients on the server itself), the failure is
 //!   logged, and start-up is retried with a growing back-off ([`startup`]).
 //! - `HttpExtensionProc` maps the request from server variables
-//!   (`kallithea_core::cgi`) and runs the app in the runtime's context: its
+//!   (`kallithea_core::cgi`) and hands it to the engine (`host_iis::request`),
+//!   which runs the app in the runtime's context: its
 //!   first step (up to its first wait) on the IIS thread, the rest on the
 //!   runtime's threads, with the call returning `HSE_STATUS_PENDING` as soon
 //!   as the app waits ([`runtime`]; `first_step_on_iis_thread = false` hands
@@ -55,18 +59,22 @@
 //! crate's build script.
 //!
 //! The binary interface lives in [`ffi`]; it is the only module with
-//! `unsafe` code.
+//! `unsafe` code. The request's way: `ffi::entry` (the exported functions,
+//! each inside the engine's panic guard) → `session` (maps the ECB's
+//! server variables, implements the engine's `IisRequest` over the ECB) →
+//! `host_iis::request` (runs the app, streams the bodies, ends the session).
 #![warn(missing_docs)]
 
-pub mod config;
-mod extension;
 pub mod ffi;
-pub mod inprocess;
-pub mod runtime;
 mod session;
-pub mod startup;
 
-pub use extension::{Extension, MakeApp, Startup, DEFAULT_LOG_FILTER};
+pub use host_iis::{config, runtime, startup};
+pub use host_iis::{Lifecycle, MakeApp, Startup, DEFAULT_LOG_FILTER};
+
+/// The engine's lifecycle under its former name here (before the engine
+/// served both bindings).
+#[deprecated(note = "use `host_iis::Lifecycle` (re-exported as `host_isapi::Lifecycle`)")]
+pub type Extension = Lifecycle;
 
 /// Exports `GetExtensionVersion`, `HttpExtensionProc` and
 /// `TerminateExtension` from the crate (a `cdylib`), serving the app that
@@ -78,8 +86,8 @@ macro_rules! export {
         $crate::export!($make_app, ::core::env!("CARGO_PKG_NAME"));
     };
     ($make_app:expr, $description:expr) => {
-        static __KALLITHEA_ISAPI_EXTENSION: $crate::Extension =
-            $crate::Extension::new($make_app, $description);
+        static __KALLITHEA_ISAPI_EXTENSION: $crate::Lifecycle =
+            $crate::Lifecycle::new($make_app, $description);
 
         /// Called by IIS when it loads the extension.
         #[no_mangle]

@@ -1,7 +1,7 @@
 //! One ISAPI request, from `HttpExtensionProc` to `HSE_REQ_DONE_WITH_SESSION`.
 //!
 //! The IIS thread only maps the request (server variables are plain calls)
-//! and hands it to the in-process engine ([`crate::inprocess`]), which runs
+//! and hands it to the in-process engine ([`host_iis::request`]), which runs
 //! everything that waits on the extension's runtime.
 
 use std::io;
@@ -11,10 +11,11 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use kallithea_core::cgi::{self, ServerVariables};
 
-use crate::extension::Running;
+use host_iis::request::{self, BodyStart, IisRequest};
+use host_iis::Running;
+
 use crate::ffi::ecb::Connection;
 use crate::ffi::{DWORD, HSE_STATUS_SUCCESS};
-use crate::inprocess::{self, BodyStart, IisRequest};
 
 impl ServerVariables for Connection {
     fn get(&self, name: &str) -> Option<Vec<u8>> {
@@ -123,10 +124,10 @@ pub(crate) fn serve(running: &Arc<Running>, conn: Connection) -> DWORD {
     };
     let (total, preloaded) = conn.body_start();
     let body = BodyStart {
-        total: inprocess::declared_body_length(&parts.headers, total),
+        total: request::declared_body_length(&parts.headers, total),
         preloaded,
     };
-    match inprocess::start(running, conn.clone(), parts, body) {
+    match request::start(running, conn.clone(), parts, body) {
         // Finished inside the call (its final status), or going on.
         Ok(()) => conn.call_returns(),
         // Answered already; IIS completes it when this returns.

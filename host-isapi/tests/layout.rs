@@ -2,8 +2,7 @@
 //! x86: C static assertions generated from `host_isapi::ffi::layout`, compiled
 //! (not run) with the mingw-w64 cross compilers.
 
-#[path = "support/mingw.rs"]
-mod mingw;
+use host_iis::layout::mingw;
 
 use host_isapi::ffi::layout::{CONSTANTS, OFFSETS, SIZES};
 use mingw::Arch;

@@ -3,7 +3,7 @@
 //! portal turns it into a portal user.
 //!
 //! Configuration: `portal_iis.toml` beside the DLL (or the file
-//! `KALLITHEA_ISAPI_CONFIG` names), the same format as the ISAPI
+//! `KALLITHEA_IIS_CONFIG` names), the same format as the ISAPI
 //! extension's:
 //!
 //! ```toml

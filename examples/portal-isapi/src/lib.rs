@@ -2,7 +2,7 @@
 //! authentication), the extension turns `REMOTE_USER` into a portal user.
 //!
 //! Configuration: `portal_isapi.toml` beside the DLL (or the file
-//! `KALLITHEA_ISAPI_CONFIG` names):
+//! `KALLITHEA_IIS_CONFIG` names):
 //!
 //! ```toml
 //! worker_threads = 4

@@ -21,7 +21,7 @@ use std::ptr::{self, NonNull};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use host_isapi::inprocess::IisRequest;
+use host_iis::request::IisRequest;
 use http::{HeaderMap, StatusCode};
 use kallithea_core::cgi::ServerVariables;
 use tokio::sync::oneshot;

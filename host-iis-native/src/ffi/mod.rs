@@ -428,9 +428,9 @@ impl HTTP_DATA_CHUNK {
 
 /// The expected layouts, per architecture, as `http.h` defines them.
 pub mod layout {
-    pub use host_isapi::ffi::layout::{for_target, Offset, Size};
+    pub use host_iis::layout::{for_target, Offset, Size};
 
-    host_isapi::layout_table! {
+    host_iis::layout_table! {
         HTTP_VERSION (4, 4) {
             MajorVersion: 0, 0;
             MinorVersion: 2, 2;

@@ -6,10 +6,10 @@
 use std::ffi::c_void;
 use std::sync::{Arc, OnceLock};
 
-use host_isapi::ffi::entry::guarded;
-use host_isapi::inprocess::IisRequest;
-use host_isapi::inprocess::{self, BodyStart};
-use host_isapi::Extension;
+use host_iis::guarded;
+use host_iis::request::IisRequest;
+use host_iis::request::{self as engine, BodyStart};
+use host_iis::Lifecycle;
 use http::StatusCode;
 use kallithea_core::cgi;
 
@@ -22,14 +22,14 @@ use crate::request;
 #[repr(C)]
 pub struct Factory {
     vtbl: &'static VTable<FACTORY_SLOTS>,
-    ext: &'static Extension,
+    ext: &'static Lifecycle,
 }
 
 /// One request's module object (`CHttpModule`).
 #[repr(C)]
 struct Module {
     vtbl: &'static VTable<MODULE_SLOTS>,
-    ext: &'static Extension,
+    ext: &'static Lifecycle,
     /// Set once the request started on the runtime.
     request: OnceLock<Arc<Shared>>,
 }
@@ -191,13 +191,13 @@ fn execute(module: &Module, shared: Arc<Shared>) -> i32 {
         }
     };
     let body = BodyStart {
-        total: inprocess::declared_body_length(&parts.headers, remaining),
+        total: engine::declared_body_length(&parts.headers, remaining),
         preloaded: bytes::Bytes::new(),
     };
     // Before the request can complete (and IIS can answer it on another
     // thread), the module must know it.
     let _ = module.request.set(Arc::clone(&shared));
-    match inprocess::start(&running, native, parts, body) {
+    match engine::start(&running, native, parts, body) {
         Ok(()) => shared.handler_returns(),
         // Answered already.
         Err(_) => RQ_NOTIFICATION_FINISH_REQUEST,
@@ -209,7 +209,7 @@ fn execute(module: &Module, shared: Arc<Shared>) -> i32 {
 /// must be what IIS passes.
 #[doc(hidden)]
 pub fn register(
-    ext: &'static Extension,
+    ext: &'static Lifecycle,
     _server_version: DWORD,
     info: *mut Object,
     _server: *mut Object,
@@ -218,7 +218,7 @@ pub fn register(
         if info.is_null() {
             return E_INVALIDARG;
         }
-        if !ext.start(host_isapi::ffi::entry::module_path()) {
+        if !ext.start(host_iis::module_path()) {
             return E_FAIL;
         }
         let factory = Box::into_raw(Box::new(Factory {

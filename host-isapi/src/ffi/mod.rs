@@ -138,73 +138,11 @@ pub struct HSE_SEND_HEADER_EX_INFO {
     pub fKeepConn: BOOL,
 }
 
-/// Defines `SIZES` and `OFFSETS` (the expected layouts on x64 and x86) from
-/// a table, and asserts at compile time that the Rust structs of the
-/// enclosing module (`super::`) match it on the target being built. Shared
-/// by the ISAPI and native-module bindings:
-/// `layout_table! { TYPE (x64 size, x86 size) { field.path: x64, x86; … } … }`.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! layout_table {
-    ($( $ty:ident ($s64:expr, $s86:expr) { $( $first:ident $(. $rest:ident)* : $o64:expr, $o86:expr; )* } )*) => {
-        /// Every struct's expected size.
-        pub const SIZES: &[$crate::ffi::layout::Size] = &[$( $crate::ffi::layout::Size {
-            ty: stringify!($ty),
-            x64: $s64,
-            x86: $s86,
-        }, )*];
-        /// Every field's expected offset.
-        pub const OFFSETS: &[$crate::ffi::layout::Offset] = &[$($( $crate::ffi::layout::Offset {
-            ty: stringify!($ty),
-            field: concat!(stringify!($first) $(, ".", stringify!($rest))*),
-            x64: $o64,
-            x86: $o86,
-        }, )*)*];
-        // The Rust structs match the table for the target being built.
-        const _: () = {
-            $(
-                assert!(
-                    std::mem::size_of::<super::$ty>() == $crate::ffi::layout::for_target($s64, $s86)
-                );
-                $( assert!(
-                    std::mem::offset_of!(super::$ty, $first $(. $rest)*)
-                        == $crate::ffi::layout::for_target($o64, $o86)
-                ); )*
-            )*
-        };
-    };
-}
-
 /// The expected layouts, per architecture, as `httpext.h` defines them.
 pub mod layout {
-    /// A struct's expected size on x64 and x86.
-    #[derive(Debug)]
-    pub struct Size {
-        pub ty: &'static str,
-        pub x64: usize,
-        pub x86: usize,
-    }
+    pub use host_iis::layout::{for_target, Offset, Size};
 
-    /// A field's expected offset on x64 and x86 (`field` may be a path such
-    /// as `FromMemory.pBuffer`).
-    #[derive(Debug)]
-    pub struct Offset {
-        pub ty: &'static str,
-        pub field: &'static str,
-        pub x64: usize,
-        pub x86: usize,
-    }
-
-    /// Picks the value for the target being compiled.
-    pub const fn for_target(x64: usize, x86: usize) -> usize {
-        if cfg!(target_pointer_width = "64") {
-            x64
-        } else {
-            x86
-        }
-    }
-
-    crate::layout_table! {
+    host_iis::layout_table! {
         HSE_VERSION_INFO (260, 260) {
             dwExtensionVersion: 0, 0;
             lpszExtensionDesc: 4, 4;

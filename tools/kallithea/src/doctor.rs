@@ -356,7 +356,7 @@ pub fn check(inputs: &Inputs<'_>) -> Vec<Finding> {
 
     // What the app itself would refuse.
     let strict = match kind {
-        ConfigKind::Iis => kallithea_core::config::from_str::<host_isapi::config::IsapiConfig>(
+        ConfigKind::Iis => kallithea_core::config::from_str::<host_iis::config::IisConfig>(
             inputs.text,
             Some(inputs.path),
             "KALLITHEA_DOCTOR_NONE",

@@ -191,8 +191,8 @@ fn install_iis(args: InstallIisArgs) -> Result<(), String> {
     let bytes = std::fs::read(&args.dll).map_err(|e| format!("{}: {e}", args.dll.display()))?;
     let info = pe::read(&bytes).map_err(|e| format!("{}: {e}", args.dll.display()))?;
     let kind = pe::kind(&info).map_err(|e| format!("{}: {e}", args.dll.display()))?;
-    let config: host_isapi::config::IsapiConfig =
-        kallithea_core::config::load(Some(&args.config), host_isapi::config::ENV_PREFIX)
+    let config: host_iis::config::IisConfig =
+        kallithea_core::config::load(Some(&args.config), host_iis::config::ENV_PREFIX)
             .map_err(|e| e.to_string())?;
     let dll_name = args
         .dll

@@ -19,7 +19,7 @@ usage: iis-sim --dll FILE [options]
 
   --dll FILE            the ISAPI extension or native module to load (its
                         configuration is FILE with .toml, or
-                        KALLITHEA_ISAPI_CONFIG)
+                        KALLITHEA_IIS_CONFIG)
   --listen ADDR         where to listen (default 127.0.0.1:8080)
   --vdir PATH           the virtual directory (default /)
   --domain NAME         the Windows domain users belong to (default EXAMPLE)

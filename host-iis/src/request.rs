@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use kallithea_core::{Body, BodySender, BoxError, ConnectionInfo};
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::extension::Running;
+use crate::lifecycle::Running;
 use crate::runtime::{Outcome, Rejected};
 
 /// The most one asynchronous read asks IIS for.

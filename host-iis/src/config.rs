@@ -1,4 +1,5 @@
-//! The extension's configuration: a TOML file beside the DLL.
+//! The configuration of an app in IIS: a TOML file beside the DLL, the same
+//! for the ISAPI extension and the native module.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -10,12 +11,20 @@ use serde::Deserialize;
 
 /// The environment variable naming the configuration file, when it is not the
 /// one beside the DLL.
-pub const CONFIG_ENV: &str = "KALLITHEA_ISAPI_CONFIG";
+pub const CONFIG_ENV: &str = "KALLITHEA_IIS_CONFIG";
 
-/// The prefix of environment overrides (`KALLITHEA_ISAPI_WORKER_THREADS=8`).
-pub const ENV_PREFIX: &str = "KALLITHEA_ISAPI";
+/// The name [`CONFIG_ENV`] had before the engine served both bindings; still
+/// read when the new one is not set.
+pub const OLD_CONFIG_ENV: &str = "KALLITHEA_ISAPI_CONFIG";
 
-/// What the ISAPI host reads at start-up.
+/// The prefix of environment overrides (`KALLITHEA_IIS_WORKER_THREADS=8`).
+pub const ENV_PREFIX: &str = "KALLITHEA_IIS";
+
+/// The prefix overrides had before (`KALLITHEA_ISAPI_…`); still read, the new
+/// prefix winning where both set a key.
+pub const OLD_ENV_PREFIX: &str = "KALLITHEA_ISAPI";
+
+/// What an IIS binding reads at start-up.
 ///
 /// ```toml
 /// worker_threads = 8        # the runtime's threads (default: the CPU count)
@@ -30,7 +39,7 @@ pub const ENV_PREFIX: &str = "KALLITHEA_ISAPI";
 /// ```
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct IsapiConfig {
+pub struct IisConfig {
     /// Threads of the extension's runtime.
     #[serde(default = "default_workers")]
     pub worker_threads: usize,
@@ -78,7 +87,7 @@ fn default_drain() -> Duration {
     Duration::from_secs(30)
 }
 
-impl Validate for IsapiConfig {
+impl Validate for IisConfig {
     fn validate(&self, issues: &mut Issues) {
         if !(1..=256).contains(&self.worker_threads) {
             issues.push("worker_threads", "must be between 1 and 256");
@@ -109,12 +118,45 @@ pub fn default_log_path(dll: &Path) -> PathBuf {
 }
 
 /// Loads the configuration for the DLL at `dll` (see [`config_path`]), with
-/// `KALLITHEA_ISAPI_*` environment overrides. A missing file is an error that
-/// names where it was looked for: an extension must not start on guesses.
-pub fn load(dll: &Path) -> Result<(PathBuf, IsapiConfig), ConfigError> {
-    let path = config_path(dll, std::env::var_os(CONFIG_ENV).as_deref());
-    let cfg = config::load(Some(&path), ENV_PREFIX)?;
+/// `KALLITHEA_IIS_*` environment overrides (and the older `KALLITHEA_ISAPI_*`
+/// ones). A missing file is an error that names where it was looked for: an
+/// app must not start on guesses.
+pub fn load(dll: &Path) -> Result<(PathBuf, IisConfig), ConfigError> {
+    let named = std::env::var_os(CONFIG_ENV)
+        .filter(|v| !v.is_empty())
+        .or_else(|| std::env::var_os(OLD_CONFIG_ENV));
+    let path = config_path(dll, named.as_deref());
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let cfg = config::from_str(&text, Some(&path), ENV_PREFIX, overrides(std::env::vars()))?;
     Ok((path, cfg))
+}
+
+/// The environment overrides under [`ENV_PREFIX`]: the old prefix's renamed
+/// to the new one unless the new one sets the same key; the variables naming
+/// the file are not overrides.
+fn overrides(env: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let old = format!("{OLD_ENV_PREFIX}_");
+    let new = format!("{ENV_PREFIX}_");
+    let vars: Vec<(String, String)> = env
+        .filter(|(k, _)| k != CONFIG_ENV && k != OLD_CONFIG_ENV)
+        .collect();
+    let mut out: Vec<(String, String)> = vars
+        .iter()
+        .filter(|(k, _)| k.starts_with(&new))
+        .cloned()
+        .collect();
+    for (k, v) in &vars {
+        if let Some(rest) = k.strip_prefix(&old) {
+            let renamed = format!("{new}{rest}");
+            if !out.iter().any(|(n, _)| *n == renamed) {
+                out.push((renamed, v.clone()));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -144,7 +186,7 @@ mod tests {
 
     #[test]
     fn defaults_and_the_app_section_pass_through() {
-        let cfg: IsapiConfig =
+        let cfg: IisConfig =
             config::from_str("[app]\ndata_dir = 'd'\nadmins = ['a']\n", None, "T", []).unwrap();
         assert!(cfg.worker_threads >= 1);
         assert_eq!(cfg.drain_timeout, Duration::from_secs(30));
@@ -154,7 +196,7 @@ mod tests {
 
     #[test]
     fn bad_values_and_a_missing_file_are_reported() {
-        let err = config::from_str::<IsapiConfig>(
+        let err = config::from_str::<IisConfig>(
             "worker_threads = 0\ndrain_timeout = '2h'\n",
             None,
             "T",
@@ -167,7 +209,24 @@ mod tests {
             "{text}"
         );
         let dir = std::env::temp_dir().join(format!("isapi-config-{}", std::process::id()));
-        let err = config::load::<IsapiConfig>(Some(&dir.join("absent.toml")), "T").unwrap_err();
+        let err = config::load::<IisConfig>(Some(&dir.join("absent.toml")), "T").unwrap_err();
         assert!(err.to_string().contains("absent.toml"), "{err}");
+    }
+
+    #[test]
+    fn old_and_new_override_prefixes_both_work_the_new_one_winning() {
+        let env = [
+            ("KALLITHEA_ISAPI_WORKER_THREADS", "3"),
+            ("KALLITHEA_IIS_DRAIN_TIMEOUT", "5s"),
+            ("KALLITHEA_ISAPI_DRAIN_TIMEOUT", "9s"),
+            ("KALLITHEA_ISAPI_CONFIG", "/etc/x.toml"),
+            ("KALLITHEA_IIS_CONFIG", "/etc/y.toml"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let cfg: IisConfig =
+            config::from_str("", None, ENV_PREFIX, overrides(env.into_iter())).unwrap();
+        assert_eq!(cfg.worker_threads, 3);
+        assert_eq!(cfg.drain_timeout, Duration::from_secs(5));
     }
 }

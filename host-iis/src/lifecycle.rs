@@ -1,5 +1,6 @@
-//! The extension's life: start-up (configuration, runtime, the app), serving,
-//! start-up failures with retries, and termination.
+//! The life of an app inside an IIS worker process, whichever binding loaded
+//! it: start-up (configuration, log, runtime, the app), start-up failures
+//! with retries, and termination with a drain.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,11 +11,8 @@ use http::Response;
 use kallithea_core::{Body, BoxError, Dispatcher};
 use serde::de::DeserializeOwned;
 
-use crate::config::{self, IsapiConfig};
-use crate::ffi::ecb::Connection;
-use crate::ffi::{DWORD, HSE_STATUS_ERROR};
-use crate::runtime::ExtensionRuntime;
-use crate::session;
+use crate::config::{self, IisConfig};
+use crate::runtime::HostRuntime;
 use crate::startup::StartupFailure;
 
 /// Builds the app when the extension starts (and again after a failed start,
@@ -24,7 +22,7 @@ pub type MakeApp = fn(&Startup<'_>) -> Result<Dispatcher, BoxError>;
 
 /// What `make_app` gets: the extension's configuration and where it lives.
 pub struct Startup<'a> {
-    config: &'a IsapiConfig,
+    config: &'a IisConfig,
     config_path: &'a Path,
     module_path: &'a Path,
     runtime: &'a tokio::runtime::Handle,
@@ -32,7 +30,7 @@ pub struct Startup<'a> {
 
 impl Startup<'_> {
     /// The whole configuration file.
-    pub fn config(&self) -> &IsapiConfig {
+    pub fn config(&self) -> &IisConfig {
         self.config
     }
 
@@ -80,9 +78,9 @@ enum AppState {
 
 /// A started extension or module: its runtime and its app (or the start-up
 /// failure standing in for it). Requests go to it through
-/// [`inprocess::start`](crate::inprocess::start).
+/// [`request::start`](crate::request::start).
 pub struct Running {
-    pub(crate) runtime: ExtensionRuntime,
+    pub(crate) runtime: HostRuntime,
     make_app: MakeApp,
     module: PathBuf,
     drain: Duration,
@@ -90,10 +88,13 @@ pub struct Running {
     app: RwLock<AppState>,
 }
 
-/// The extension's state, as a `static` in the DLL (the `export!` macro
-/// creates it). It survives a `TerminateExtension` followed by a new
-/// `GetExtensionVersion` in the same process.
-pub struct Extension {
+/// The app's life in the worker process, as a `static` in the DLL (each
+/// binding's `export!` macro creates it): started by the binding's load
+/// entry point (`GetExtensionVersion`, `RegisterModule`), asked for the
+/// running state by each request, terminated by the unload entry point
+/// (`TerminateExtension`, the module's `Terminate`). It survives a
+/// termination followed by a new start in the same process.
+pub struct Lifecycle {
     make_app: MakeApp,
     description: &'static str,
     state: RwLock<Option<Arc<Running>>>,
@@ -168,18 +169,19 @@ fn now_stamp() -> String {
     format!("[unix {}.{:03}]", since.as_secs(), since.subsec_millis())
 }
 
-impl Extension {
-    /// An extension building its app with `make_app`; `description` is what
-    /// `GetExtensionVersion` reports.
+impl Lifecycle {
+    /// An app built with `make_app`; `description` is what the binding reports
+    /// (`GetExtensionVersion`'s description).
     pub const fn new(make_app: MakeApp, description: &'static str) -> Self {
-        Extension {
+        Lifecycle {
             make_app,
             description,
             state: RwLock::new(None),
         }
     }
 
-    pub(crate) fn description(&self) -> &'static str {
+    /// What the binding reports to IIS about itself.
+    pub fn description(&self) -> &'static str {
         self.description
     }
 
@@ -228,7 +230,7 @@ impl Extension {
         // the watch restarts after a termination.
         kallithea_trace::install_panic_hook();
         kallithea_trace::start_watching();
-        let runtime = ExtensionRuntime::start(workers).map(|rt| rt.first_step_on_caller(inline));
+        let runtime = HostRuntime::start(workers).map(|rt| rt.first_step_on_caller(inline));
         let runtime = match runtime {
             Ok(rt) => rt,
             Err(e) => {
@@ -254,15 +256,6 @@ impl Extension {
         running.settle(first);
         *state = Some(running);
         true
-    }
-
-    /// Serves one request; the returned status goes back to IIS.
-    pub(crate) fn serve(&self, conn: Connection) -> DWORD {
-        let Some(running) = self.running() else {
-            // Not started, or terminated: IIS reports the failure itself.
-            return HSE_STATUS_ERROR;
-        };
-        session::serve(&running, conn)
     }
 
     /// Drains and stops: new requests are refused at once, running ones get
@@ -301,7 +294,7 @@ impl Running {
     /// Loads the configuration (or uses `loaded`) and builds the app.
     fn build_app(
         &self,
-        loaded: Result<(PathBuf, IsapiConfig), kallithea_core::config::ConfigError>,
+        loaded: Result<(PathBuf, IisConfig), kallithea_core::config::ConfigError>,
     ) -> Result<Dispatcher, String> {
         let (path, cfg) = loaded.map_err(|e| format!("configuration: {e}"))?;
         let startup = Startup {

@@ -1,11 +1,11 @@
 //! The extension's own runtime: where requests run, so IIS threads never wait
 //! on application work.
 //!
-//! `GetExtensionVersion` starts an [`ExtensionRuntime`]; `HttpExtensionProc`
-//! hands each request to [`ExtensionRuntime::spawn`], which takes the
+//! `GetExtensionVersion` starts an [`HostRuntime`]; `HttpExtensionProc`
+//! hands each request to [`HostRuntime::spawn`], which takes the
 //! request's first step on the calling (IIS) thread and moves it to the
 //! runtime at its first wait; `TerminateExtension` calls
-//! [`ExtensionRuntime::terminate`].
+//! [`HostRuntime::terminate`].
 //!
 //! That first step is what most requests consist of — map, route, answer
 //! from memory, write a short response — and taking it where the request
@@ -48,7 +48,7 @@ pub enum Outcome {
 #[error("the extension is shutting down and takes no new requests")]
 pub struct Rejected;
 
-/// What [`ExtensionRuntime::terminate`] did.
+/// What [`HostRuntime::terminate`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TerminateReport {
     /// Requests running when termination began.
@@ -66,7 +66,7 @@ struct Tracker {
 }
 
 /// A tokio runtime sized for the extension, with request accounting.
-pub struct ExtensionRuntime {
+pub struct HostRuntime {
     runtime: tokio::runtime::Runtime,
     /// [`spawn`](Self::spawn) polls a request once on the caller's thread.
     first_step_on_caller: bool,
@@ -111,7 +111,7 @@ fn outcome_of(r: Result<(), String>) -> Outcome {
     }
 }
 
-impl ExtensionRuntime {
+impl HostRuntime {
     /// Starts a runtime with `workers` threads (at least one), named
     /// `kallithea-isapi`.
     pub fn start(workers: usize) -> std::io::Result<Self> {
@@ -120,7 +120,7 @@ impl ExtensionRuntime {
             .thread_name("kallithea-isapi")
             .enable_all()
             .build()?;
-        Ok(ExtensionRuntime {
+        Ok(HostRuntime {
             runtime,
             first_step_on_caller: true,
             accepting: AtomicBool::new(true),
@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn every_request_completes_exactly_once_whatever_happens_to_it() {
-        let rt = ExtensionRuntime::start(2).unwrap();
+        let rt = HostRuntime::start(2).unwrap();
         let n = 600;
         let calls: Arc<Vec<AtomicU32>> = Arc::new((0..n).map(|_| AtomicU32::new(0)).collect());
         let (tx, rx) = mpsc::channel();
@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn a_request_runs_on_the_calling_thread_until_it_waits_then_on_the_runtime() {
-        let rt = ExtensionRuntime::start(1).unwrap();
+        let rt = HostRuntime::start(1).unwrap();
         let caller = std::thread::current().id();
         let where_ = |tx: mpsc::Sender<_>| {
             move |o: Outcome| {
@@ -398,7 +398,7 @@ mod tests {
 
     #[test]
     fn termination_lets_running_requests_finish_within_the_grace_period() {
-        let rt = ExtensionRuntime::start(1).unwrap();
+        let rt = HostRuntime::start(1).unwrap();
         let (tx, rx) = mpsc::channel();
         rt.spawn(
             async { tokio::time::sleep(Duration::from_millis(150)).await },
@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn requests_arriving_during_termination_are_rejected() {
-        let rt = Arc::new(ExtensionRuntime::start(1).unwrap());
+        let rt = Arc::new(HostRuntime::start(1).unwrap());
         rt.spawn(std::future::pending(), |_| {}).unwrap();
         let terminating = {
             let rt = Arc::clone(&rt);
@@ -429,7 +429,7 @@ mod tests {
 
     #[test]
     fn a_panicking_completion_callback_does_not_break_the_accounting() {
-        let rt = ExtensionRuntime::start(1).unwrap();
+        let rt = HostRuntime::start(1).unwrap();
         rt.spawn(async {}, |_| panic!("host bug")).unwrap();
         let report = rt.terminate(Duration::from_secs(2));
         assert_eq!(report.cancelled, 0);

@@ -1,19 +1,22 @@
-//! The layout checks' shared part, for host-isapi's and host-iis-native's
-//! tests: C static assertions generated from a crate's layout table,
-//! compiled (not run) with the mingw-w64 cross compilers.
+//! The layout check both bindings' tests run: C static assertions generated
+//! from a binding's layout table, compiled (not run) with the mingw-w64
+//! cross compilers (`gcc-mingw-w64-x86-64`, `gcc-mingw-w64-i686`).
 
 use std::process::Command;
 
-use host_isapi::ffi::layout::{Offset, Size};
+use super::{Offset, Size};
 
 /// The two Windows targets IIS runs extensions and modules on.
 #[derive(Clone, Copy)]
 pub enum Arch {
+    /// x86-64 (`x86_64-w64-mingw32-gcc`).
     X64,
+    /// 32-bit x86 (`i686-w64-mingw32-gcc`).
     X86,
 }
 
 impl Arch {
+    /// The cross compiler for the architecture.
     pub fn compiler(self) -> &'static str {
         match self {
             Arch::X64 => "x86_64-w64-mingw32-gcc",

@@ -1,0 +1,37 @@
+//! The in-process IIS engine: what an app needs inside an IIS worker process,
+//! whichever binding loaded it.
+//!
+//! `host-isapi` (an ISAPI extension) and `host-iis-native` (a native module)
+//! are thin bindings beside each other on this crate: each turns its
+//! server's calls into this engine's terms and nothing else. Users write one
+//! line, `host_isapi::export!(make_app)` or `host_iis_native::export!(make_app)`,
+//! with a [`MakeApp`] that reads its settings through [`Startup`].
+//!
+//! - [`Lifecycle`]: the app's life in the process — start-up (the
+//!   [`config`] file beside the DLL, the log, the [`runtime`], `make_app`),
+//!   start-up failures answered with a page and retried ([`startup`]), and
+//!   termination with a drain.
+//! - [`request`]: one request as a binding drives it through IIS — the
+//!   [`IisRequest`](request::IisRequest) trait a binding implements, and the
+//!   engine that runs the app's future for it, streams both bodies and ends
+//!   the request with the server exactly once.
+//! - [`guarded`]: the panic guard around every entry point and callback.
+//! - [`layout`]: the binary-layout tables both bindings check their
+//!   declarations with.
+//!
+//! The crate's only `unsafe` code is in `ffi` (asking the loader which file
+//! the DLL is).
+#![warn(missing_docs)]
+
+pub mod config;
+mod ffi;
+mod guard;
+pub mod layout;
+mod lifecycle;
+pub mod request;
+pub mod runtime;
+pub mod startup;
+
+pub use ffi::module_path;
+pub use guard::guarded;
+pub use lifecycle::{Lifecycle, MakeApp, Running, Startup, DEFAULT_LOG_FILTER};
