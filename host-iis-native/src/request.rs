@@ -3,8 +3,8 @@
 use std::ops::Range;
 
 use bytes::Bytes;
+use host_iis::mapping::{HostFacts, MappingError};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
-use kallithea_core::cgi::{HostFacts, MappingError};
 use kallithea_core::Identity;
 
 /// What the module reads from `IHttpRequest` and `HTTP_REQUEST`.

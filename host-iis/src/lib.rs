@@ -15,6 +15,10 @@
 //!   [`IisRequest`](request::IisRequest) trait a binding implements, and the
 //!   engine that runs the app's future for it, streams both bodies and ends
 //!   the request with the server exactly once.
+//! - [`mapping`], [`variables`], [`head`]: the request as IIS describes it
+//!   (server variables, the raw header block) turned into the core's
+//!   request and facts, and the response's status and headers in IIS's
+//!   text forms.
 //! - [`guarded`]: the panic guard around every entry point and callback.
 //! - [`layout`]: the binary-layout tables both bindings check their
 //!   declarations with.
@@ -26,11 +30,14 @@
 pub mod config;
 mod ffi;
 mod guard;
+pub mod head;
 pub mod layout;
 mod lifecycle;
+pub mod mapping;
 pub mod request;
 pub mod runtime;
 pub mod startup;
+pub mod variables;
 
 pub use ffi::module_path;
 pub use guard::guarded;

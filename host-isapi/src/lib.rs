@@ -39,7 +39,7 @@
 //!   failure (details only to clients on the server itself), the failure is
 //!   logged, and start-up is retried with a growing back-off ([`startup`]).
 //! - `HttpExtensionProc` maps the request from server variables
-//!   (`kallithea_core::cgi`) and hands it to the engine (`host_iis::request`),
+//!   (`host_iis::mapping`) and hands it to the engine (`host_iis::request`),
 //!   which runs the app in the runtime's context: its
 //!   first step (up to its first wait) on the IIS thread, the rest on the
 //!   runtime's threads, with the call returning `HSE_STATUS_PENDING` as soon

@@ -8,8 +8,10 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use host_iis::head;
+use host_iis::mapping;
+use host_iis::variables::ServerVariables;
 use http::{HeaderMap, StatusCode};
-use kallithea_core::cgi::{self, ServerVariables};
 
 use host_iis::request::{self, BodyStart, IisRequest};
 use host_iis::Running;
@@ -57,19 +59,19 @@ impl IisRequest for Connection {
         keep_conn: bool,
     ) -> io::Result<()> {
         // Status and header block in one buffer, each NUL-terminated.
-        let mut head = Vec::with_capacity(64 + headers.len() * 40);
-        cgi::append_status_line(&mut head, status);
-        let status_len = head.len();
-        head.push(0);
-        cgi::append_header_lines(&mut head, headers);
+        let mut block = Vec::with_capacity(64 + headers.len() * 40);
+        head::append_status_line(&mut block, status);
+        let status_len = block.len();
+        block.push(0);
+        head::append_header_lines(&mut block, headers);
         if let Some(n) = content_length {
-            head.extend_from_slice(b"Content-Length: ");
-            head.extend_from_slice(cgi::decimal(n, &mut [0; 20]));
-            head.extend_from_slice(b"\r\n");
+            block.extend_from_slice(b"Content-Length: ");
+            block.extend_from_slice(head::decimal(n, &mut [0; 20]));
+            block.extend_from_slice(b"\r\n");
         }
-        head.extend_from_slice(b"\r\n");
-        head.push(0);
-        Connection::send_head(self, &head, status_len, keep_conn)
+        block.extend_from_slice(b"\r\n");
+        block.push(0);
+        Connection::send_head(self, &block, status_len, keep_conn)
     }
 
     fn is_connected(&self) -> bool {
@@ -90,7 +92,7 @@ impl IisRequest for Connection {
             "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        if Connection::send_headers(self, &cgi::status_line(status), headers.as_bytes(), false)
+        if Connection::send_headers(self, &head::status_line(status), headers.as_bytes(), false)
             .is_ok()
         {
             let _ = self.write_sync(body.as_bytes());
@@ -114,7 +116,7 @@ pub(crate) fn serve(running: &Arc<Running>, conn: Connection) -> DWORD {
     };
     // The variables few requests need are read from IIS when asked for,
     // while the request runs.
-    let parts = match cgi::request_from_live_variables(conn.clone(), method.as_str()) {
+    let parts = match mapping::request_from_live_variables(conn.clone(), method.as_str()) {
         Ok(m) => m.parts,
         Err(e) => {
             tracing::warn!(error = %e, "cannot map the request IIS passed");

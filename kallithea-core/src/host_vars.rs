@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::cgi::LiveVariables;
-
 /// Name → value facts the host supplies about a request (IIS server variables
 /// such as `APPL_MD_PATH`, `HTTPS_SERVER_SUBJECT`, `LOGON_USER`).
 ///
@@ -15,15 +13,40 @@ use crate::cgi::LiveVariables;
 /// Values are bytes because the non-`UNICODE_` IIS variables are in the system
 /// code page; hosts store UTF-8 where they have it.
 ///
-/// An in-process IIS host may leave some variables to be read from IIS on
-/// first use (see [`cgi::request_from_live_variables`](crate::cgi::request_from_live_variables)):
-/// those are there only while the request runs — until its response has
-/// been sent; read after that, a variable nobody read before is missing.
-/// Clones share what was read.
+/// A host may leave some variables to be read on first use
+/// ([`DeferredVariables`], as the in-process IIS hosts do): those are there
+/// only while the request runs — until its response has been sent; read
+/// after that, a variable nobody read before is missing. Clones share what
+/// was read.
 #[derive(Clone, Default)]
 pub struct HostVariables {
     entries: Vec<(Cow<'static, str>, Bytes)>,
-    on_demand: Option<Arc<LiveVariables>>,
+    on_demand: Option<Arc<dyn DeferredVariables>>,
+}
+
+/// Variables a host reads only when first asked for (each read is a call
+/// into the server, and few requests need them), by index into
+/// [`names`](Self::names). Implementations read each at most once and keep
+/// the answer.
+pub trait DeferredVariables: Send + Sync {
+    /// The names this source supplies.
+    fn names(&self) -> &[&'static str];
+    /// The value of the `i`-th name, read from the host the first time;
+    /// `None` if the host has none.
+    fn value(&self, i: usize) -> Option<&Bytes>;
+    /// The value of the `i`-th name if it was read already (`Some(None)`:
+    /// read, and the host had none); `None` if not read yet. Asks the host
+    /// nothing.
+    fn read_already(&self, i: usize) -> Option<Option<&Bytes>>;
+}
+
+/// A deferred source's values, for [`HostVariables`].
+fn deferred_get<'a>(od: &'a dyn DeferredVariables, name: &str) -> Option<&'a Bytes> {
+    let i = od
+        .names()
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(name))?;
+    od.value(i)
 }
 
 impl std::fmt::Debug for HostVariables {
@@ -32,8 +55,16 @@ impl std::fmt::Debug for HostVariables {
         let mut map = f.debug_map();
         map.entries(self.entries.iter().map(|(n, v)| (n, v)));
         if let Some(od) = &self.on_demand {
-            map.entries(od.read_so_far().filter(|(n, _)| !self.has_entry(n)));
-            map.entry(&"(on demand)", &od.unread().collect::<Vec<_>>());
+            let names = od.names();
+            let read = (0..names.len())
+                .filter_map(|i| Some((names[i], od.read_already(i)??)))
+                .filter(|(n, _)| !self.has_entry(n));
+            map.entries(read);
+            let unread: Vec<&str> = (0..names.len())
+                .filter(|&i| od.read_already(i).is_none())
+                .map(|i| names[i])
+                .collect();
+            map.entry(&"(on demand)", &unread);
         }
         map.finish()
     }
@@ -53,8 +84,9 @@ impl HostVariables {
         }
     }
 
-    /// Leaves the variables `on_demand` knows to be read when asked for.
-    pub(crate) fn set_on_demand(&mut self, on_demand: Arc<LiveVariables>) {
+    /// Leaves the variables `on_demand` supplies to be read when asked for
+    /// (a variable set here already wins over one of the same name there).
+    pub fn set_deferred(&mut self, on_demand: Arc<dyn DeferredVariables>) {
         self.on_demand = Some(on_demand);
     }
 
@@ -65,8 +97,8 @@ impl HostVariables {
     }
 
     /// Adds `name`, which the caller knows is not in the set yet, without
-    /// copying it.
-    pub(crate) fn push_unique(&mut self, name: &'static str, value: Bytes) {
+    /// copying it (a host filling the set from a fixed list of names).
+    pub fn push_unique(&mut self, name: &'static str, value: Bytes) {
         debug_assert!(self.get(name).is_none(), "{name} twice");
         self.entries.push((Cow::Borrowed(name), value));
     }
@@ -93,7 +125,7 @@ impl HostVariables {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
         {
             Some((_, v)) => Some(v),
-            None => self.on_demand.as_ref()?.get(name),
+            None => deferred_get(self.on_demand.as_deref()?, name),
         }
     }
 
@@ -108,7 +140,10 @@ impl HostVariables {
         let on_demand = self
             .on_demand
             .iter()
-            .flat_map(|od| od.read_all())
+            .flat_map(|od| {
+                let names = od.names();
+                (0..names.len()).filter_map(move |i| Some((names[i], od.value(i)?)))
+            })
             .filter(|(n, _)| !self.has_entry(n));
         self.entries.iter().map(|(n, v)| (&**n, v)).chain(on_demand)
     }

@@ -24,7 +24,6 @@ mod request_id;
 mod service;
 mod user;
 
-pub mod cgi;
 pub mod config;
 pub mod secret;
 
@@ -35,7 +34,7 @@ pub use dispatcher::{BodyPanicked, Dispatcher, DispatcherBuilder, ResponseBody, 
 pub use ext::RequestExt;
 pub use guard::{catch_unwind_future, panic_message};
 pub use host::{Capabilities, Host, HostError, RunningHost, ShutdownReport};
-pub use host_vars::HostVariables;
+pub use host_vars::{DeferredVariables, HostVariables};
 pub use identity::{AuthScheme, Identity, IdentitySource};
 pub use limits::{ByteLimit, Limits};
 pub use path_base::{InvalidPathBase, PathBase};

@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use host_iis::request::IisRequest;
+use host_iis::variables::ServerVariables;
 use http::{HeaderMap, StatusCode};
-use kallithea_core::cgi::ServerVariables;
 use tokio::sync::oneshot;
 
 use super::*;
@@ -330,7 +330,7 @@ impl Shared {
         slot: Slot,
         take: impl FnOnce(&[T]) -> R,
     ) -> Option<R> {
-        kallithea_core::cgi::with_nul_terminated(name, |name_z| self.variable_z(name_z, slot, take))
+        host_iis::variables::with_nul_terminated(name, |name_z| self.variable_z(name_z, slot, take))
             .flatten()
     }
 
@@ -516,7 +516,7 @@ impl ServerVariables for NativeRequest {
     fn append_unicode(&self, name: &str, out: &mut String) -> bool {
         self.shared
             .variable(name, CONTEXT_GET_SERVER_VARIABLE_WIDE, |v: &[u16]| {
-                kallithea_core::cgi::push_utf16_lossy(out, v)
+                host_iis::variables::push_utf16_lossy(out, v)
             })
             .is_some()
     }
@@ -751,7 +751,7 @@ impl IisRequest for NativeRequest {
         }
         if let Some(n) = content_length {
             let mut buf = [0; 20];
-            let digits = kallithea_core::cgi::decimal(n, &mut buf);
+            let digits = host_iis::head::decimal(n, &mut buf);
             let mut value_z = [0; 21];
             value_z[..digits.len()].copy_from_slice(digits);
             let hr = self.set_header_z(b"Content-Length\0", &value_z[..=digits.len()], true);

@@ -7,11 +7,11 @@ use std::ffi::c_void;
 use std::sync::{Arc, OnceLock};
 
 use host_iis::guarded;
+use host_iis::mapping;
 use host_iis::request::IisRequest;
 use host_iis::request::{self as engine, BodyStart};
 use host_iis::Lifecycle;
 use http::StatusCode;
-use kallithea_core::cgi;
 
 use super::context::{NativeRequest, Shared};
 use super::*;
@@ -180,7 +180,7 @@ fn execute(module: &Module, shared: Arc<Shared>) -> i32 {
     };
     // The addresses from the request object, as native modules read them
     // (their server variables are the fallback).
-    let mapped = cgi::host_facts_from_live_variables(variables, shared.addresses())
+    let mapped = mapping::host_facts_from_live_variables(variables, shared.addresses())
         .and_then(|facts| request::to_parts(head, facts, shared.user()));
     let parts = match mapped {
         Ok(p) => p,

@@ -218,7 +218,7 @@ impl Connection {
     /// `false` (and `out` unchanged) when IIS has none.
     pub fn append_unicode_server_variable(&self, name: &str, out: &mut String) -> bool {
         self.negotiate(name, &WIDE, |v: &[u16]| {
-            kallithea_core::cgi::push_utf16_lossy(out, v)
+            host_iis::variables::push_utf16_lossy(out, v)
         })
         .is_some()
     }
@@ -235,7 +235,7 @@ impl Connection {
         scratch: &'static LocalKey<RefCell<Vec<T>>>,
         take: impl FnOnce(&[T]) -> R,
     ) -> Option<R> {
-        kallithea_core::cgi::with_nul_terminated(name, |name| self.negotiate_z(name, scratch, take))
+        host_iis::variables::with_nul_terminated(name, |name| self.negotiate_z(name, scratch, take))
             .flatten()
     }
 
