@@ -18,6 +18,8 @@ pub mod cases;
 pub mod client;
 mod driver;
 pub mod identity;
+#[cfg(feature = "iis")]
+pub mod iis;
 pub mod pattern;
 
 pub use app::{app, REFLECT_PREFIX};

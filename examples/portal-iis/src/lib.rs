@@ -18,7 +18,4 @@
 //! allowed_domains = ["EXAMPLE"]
 //! ```
 
-#[path = "../../portal-isapi/src/app.rs"]
-mod app;
-
-host_iis_native::export!(app::make_app);
+host_iis_native::export!(kallithea_portal::iis::make_app);

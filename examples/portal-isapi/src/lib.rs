@@ -16,6 +16,4 @@
 //! allowed_domains = ["EXAMPLE"]
 //! ```
 
-mod app;
-
-host_isapi::export!(app::make_app, "Kallithea portal");
+host_isapi::export!(kallithea_portal::iis::make_app, "Kallithea portal");

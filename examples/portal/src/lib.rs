@@ -13,6 +13,8 @@
 
 mod api;
 mod config;
+#[cfg(feature = "iis")]
+pub mod iis;
 mod pages;
 mod security;
 mod stored;

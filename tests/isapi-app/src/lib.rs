@@ -8,6 +8,7 @@
 //! fail_start = "database unreachable"   # make start-up fail, for tests
 //! ```
 
-mod app;
-
-host_isapi::export!(app::make_app, "Kallithea conformance app");
+host_isapi::export!(
+    kallithea_conformance::iis::make_app,
+    "Kallithea conformance app"
+);

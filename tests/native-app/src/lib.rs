@@ -8,7 +8,4 @@
 //! fail_start = "database unreachable"   # make start-up fail, for tests
 //! ```
 
-#[path = "../../isapi-app/src/app.rs"]
-mod app;
-
-host_iis_native::export!(app::make_app);
+host_iis_native::export!(kallithea_conformance::iis::make_app);

@@ -1,13 +1,14 @@
-//! The portal's start-up for both IIS builds (the ISAPI extension here and
-//! the native module in `examples/portal-iis`, which includes this file):
-//! the `[app]` section of the configuration, and `make_app`.
+//! The portal's start-up inside IIS, for both bindings (the ISAPI extension
+//! `examples/portal-isapi` and the native module `examples/portal-iis`, each
+//! one `export!` line): the `[app]` section of the configuration beside the
+//! DLL, and `make_app`. Behind the `iis` feature.
 
 use std::path::PathBuf;
 
+use crate::{Portal, PortalError};
 use auth_container::Settings;
-use host_isapi::Startup;
+use host_iis::Startup;
 use kallithea_core::{BoxError, Dispatcher};
-use kallithea_portal::{Portal, PortalError};
 use serde::Deserialize;
 
 /// The `[app]` section.

@@ -1,11 +1,10 @@
-//! The conformance app's start-up, shared by its ISAPI build (this crate)
-//! and its native-module build (`tests/native-app`, which includes this
-//! file).
+//! The conformance app's start-up inside IIS, for both bindings (the ISAPI
+//! build `tests/isapi-app` and the native-module build `tests/native-app`,
+//! each one `export!` line). Behind the `iis` feature.
 
 use std::path::PathBuf;
 
-use host_isapi::Startup;
-use kallithea_conformance::Setup;
+use host_iis::Startup;
 use kallithea_core::{BoxError, Dispatcher, PathBase};
 use serde::Deserialize;
 
@@ -25,11 +24,11 @@ pub fn make_app(startup: &Startup<'_>) -> Result<Dispatcher, BoxError> {
     if let Some(why) = app.fail_start {
         return Err(why.into());
     }
-    let setup = Setup {
+    let setup = crate::Setup {
         limits: startup.config().limits.clone(),
         // The mount point comes from IIS (APPL_MD_PATH) with each request.
         path_base: PathBase::root(),
         container_auth: app.container_auth.map(|p| startup.resolve(p)),
     };
-    kallithea_conformance::dispatcher(&setup)
+    crate::dispatcher(&setup)
 }
