@@ -53,6 +53,7 @@
 
 pub mod ffi;
 pub mod request;
+mod session;
 
 pub use host_iis::{Lifecycle, MakeApp, Startup};
 

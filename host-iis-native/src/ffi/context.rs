@@ -21,9 +21,7 @@ use std::ptr::{self, NonNull};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use host_iis::request::IisRequest;
-use host_iis::variables::ServerVariables;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use tokio::sync::oneshot;
 
 use super::*;
@@ -76,7 +74,7 @@ unsafe impl Send for Shared {}
 // SAFETY: as above.
 unsafe impl Sync for Shared {}
 
-fn failed(hr: HRESULT) -> io::Error {
+pub(crate) fn failed(hr: HRESULT) -> io::Error {
     let code = hr as u32;
     let kind = match code & 0xFFFF {
         ERROR_CONNECTION_ABORTED | ERROR_NETNAME_DELETED | ERROR_OPERATION_ABORTED
@@ -89,7 +87,7 @@ fn failed(hr: HRESULT) -> io::Error {
     io::Error::new(kind, format!("IIS reported HRESULT {code:#010x}"))
 }
 
-fn ended() -> io::Error {
+pub(crate) fn ended() -> io::Error {
     io::Error::new(
         io::ErrorKind::NotConnected,
         "the request with IIS has ended",
@@ -491,39 +489,11 @@ pub(crate) struct NativeRequest {
     pub(crate) shared: Arc<Shared>,
 }
 
-impl ServerVariables for NativeRequest {
-    fn get(&self, name: &str) -> Option<Vec<u8>> {
-        self.shared
-            .variable(name, CONTEXT_GET_SERVER_VARIABLE, <[u8]>::to_vec)
-    }
-
-    fn get_unicode(&self, name: &str) -> Option<String> {
-        self.shared.variable(
-            name,
-            CONTEXT_GET_SERVER_VARIABLE_WIDE,
-            String::from_utf16_lossy,
-        )
-    }
-
-    fn append(&self, name: &str, out: &mut Vec<u8>) -> bool {
-        self.shared
-            .variable(name, CONTEXT_GET_SERVER_VARIABLE, |v: &[u8]| {
-                out.extend_from_slice(v)
-            })
-            .is_some()
-    }
-
-    fn append_unicode(&self, name: &str, out: &mut String) -> bool {
-        self.shared
-            .variable(name, CONTEXT_GET_SERVER_VARIABLE_WIDE, |v: &[u16]| {
-                host_iis::variables::push_utf16_lossy(out, v)
-            })
-            .is_some()
-    }
-}
-
 impl NativeRequest {
-    fn read_start(&self, max: usize) -> io::Result<oneshot::Receiver<Result<Bytes, HRESULT>>> {
+    pub(crate) fn read_start(
+        &self,
+        max: usize,
+    ) -> io::Result<oneshot::Receiver<Result<Bytes, HRESULT>>> {
         let (tx, rx) = oneshot::channel();
         let mut buf = vec![0u8; max.max(1)];
         let ptr = buf.as_mut_ptr();
@@ -546,7 +516,10 @@ impl NativeRequest {
         Ok(rx)
     }
 
-    fn write_start(&self, data: Bytes) -> io::Result<oneshot::Receiver<Result<u32, HRESULT>>> {
+    pub(crate) fn write_start(
+        &self,
+        data: Bytes,
+    ) -> io::Result<oneshot::Receiver<Result<u32, HRESULT>>> {
         let (tx, rx) = oneshot::channel();
         let len = u32::try_from(data.len()).map_err(io::Error::other)?;
         let mut chunk = Box::new(HTTP_DATA_CHUNK::from_memory(
@@ -579,7 +552,7 @@ impl NativeRequest {
         Ok(rx)
     }
 
-    fn flush_start(&self) -> io::Result<oneshot::Receiver<Result<u32, HRESULT>>> {
+    pub(crate) fn flush_start(&self) -> io::Result<oneshot::Receiver<Result<u32, HRESULT>>> {
         let (tx, rx) = oneshot::channel();
         let resp = self.shared.response.as_ptr();
         let sync = self.shared.start(Pending::Flush { tx }, || {
@@ -600,7 +573,7 @@ impl NativeRequest {
 
     /// A synchronous write: short error pages, and a response's short last
     /// piece.
-    fn write_sync(&self, data: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_sync(&self, data: &[u8]) -> io::Result<()> {
         let len = u32::try_from(data.len()).map_err(io::Error::other)?;
         let mut chunk = HTTP_DATA_CHUNK::from_memory(data.as_ptr() as *mut c_void, len);
         let resp = self.shared.response.as_ptr();
@@ -622,7 +595,7 @@ impl NativeRequest {
         }
     }
 
-    fn set_status(&self, status: StatusCode) -> HRESULT {
+    pub(crate) fn set_status(&self, status: StatusCode) -> HRESULT {
         let reason = status.canonical_reason().unwrap_or("");
         let mut reason_z = Vec::with_capacity(reason.len() + 1);
         reason_z.extend_from_slice(reason.as_bytes());
@@ -642,7 +615,7 @@ impl NativeRequest {
 
     /// `SetHeader` with the name and the value each NUL-terminated
     /// (`value_z` is the value's `len` bytes and its NUL).
-    fn set_header_z(&self, name_z: &[u8], value_z: &[u8], replace: bool) -> HRESULT {
+    pub(crate) fn set_header_z(&self, name_z: &[u8], value_z: &[u8], replace: bool) -> HRESULT {
         debug_assert!(name_z.last() == Some(&0) && value_z.last() == Some(&0));
         let Ok(len) = USHORT::try_from(value_z.len() - 1) else {
             return E_INVALIDARG;
@@ -667,107 +640,29 @@ impl NativeRequest {
             unsafe { vcall!(obj.as_ptr(), slot, fn();) }
         });
     }
-}
 
-/// Hop-by-hop headers IIS manages itself.
-fn managed_by_iis(name: &http::HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "transfer-encoding" | "upgrade"
-    )
-}
-
-impl IisRequest for NativeRequest {
-    async fn read(&self, max: usize) -> io::Result<Bytes> {
-        let rx = self.read_start(max)?;
-        match rx.await {
-            Ok(r) => r.map_err(failed),
-            Err(_) => Err(ended()),
-        }
+    /// `SetNeedDisconnect`: the connection closes after this response.
+    pub(crate) fn set_need_disconnect(&self) {
+        self.call_void(self.shared.response, RESPONSE_SET_NEED_DISCONNECT);
     }
 
-    async fn write(&self, data: Bytes) -> io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        let rx = self.write_start(data)?;
-        match rx.await {
-            Ok(r) => r.map(|_| ()).map_err(failed),
-            Err(_) => Err(ended()),
-        }
-    }
-
-    fn write_last_now(&self, data: &[u8]) -> Option<io::Result<()>> {
-        // WriteEntityChunks with fAsync = FALSE.
-        Some(self.write_sync(data))
-    }
-
-    async fn flush(&self) -> io::Result<()> {
-        let rx = self.flush_start()?;
-        match rx.await {
-            Ok(r) => r.map(|_| ()).map_err(failed),
-            Err(_) => Err(ended()),
-        }
-    }
-
-    fn send_headers(
-        &self,
-        status: StatusCode,
-        headers: &HeaderMap,
-        content_length: Option<u64>,
-        keep_conn: bool,
-    ) -> io::Result<()> {
-        let hr = self.set_status(status);
-        if hr < 0 {
-            return Err(failed(hr));
-        }
-        // Each name and value NUL-terminated, in one buffer reused for
-        // every header (IIS copies what it is given).
-        let room = headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 2)
-            .max()
-            .unwrap_or(0);
-        let mut buf = Vec::with_capacity(room);
-        let mut previous: Option<&http::HeaderName> = None;
-        for (name, value) in headers {
-            if managed_by_iis(name) {
-                continue;
-            }
-            buf.clear();
-            buf.extend_from_slice(name.as_str().as_bytes());
-            buf.push(0);
-            let value_at = buf.len();
-            buf.extend_from_slice(value.as_bytes());
-            buf.push(0);
-            // The first value replaces what IIS may have set; more values of
-            // the same name are added.
-            let (name_z, value_z) = buf.split_at(value_at);
-            let hr = self.set_header_z(name_z, value_z, previous != Some(name));
-            if hr < 0 {
-                return Err(failed(hr));
-            }
-            previous = Some(name);
-        }
-        if let Some(n) = content_length {
-            let mut buf = [0; 20];
-            let digits = host_iis::head::decimal(n, &mut buf);
-            let mut value_z = [0; 21];
-            value_z[..digits.len()].copy_from_slice(digits);
-            let hr = self.set_header_z(b"Content-Length\0", &value_z[..=digits.len()], true);
-            if hr < 0 {
-                return Err(failed(hr));
-            }
-        }
-        if !keep_conn {
-            self.call_void(self.shared.response, RESPONSE_SET_NEED_DISCONNECT);
-        }
-        // The body streams: each write goes out as it is made.
+    /// `DisableBuffering`: each write goes out as it is made.
+    pub(crate) fn disable_buffering(&self) {
         self.call_void(self.shared.response, RESPONSE_DISABLE_BUFFERING);
-        Ok(())
     }
 
-    fn is_connected(&self) -> bool {
+    /// `CloseConnection`.
+    pub(crate) fn close(&self) {
+        self.call_void(self.shared.response, RESPONSE_CLOSE_CONNECTION);
+    }
+
+    /// `Clear`: drops what the response holds so far.
+    pub(crate) fn clear(&self) {
+        self.call_void(self.shared.response, RESPONSE_CLEAR);
+    }
+
+    /// Whether IIS says the client is still connected.
+    pub(crate) fn connected(&self) -> bool {
         let ctx = self.shared.ctx.as_ptr();
         self.shared
             .live(|| {
@@ -781,7 +676,8 @@ impl IisRequest for NativeRequest {
             .unwrap_or(false)
     }
 
-    fn cancel_io(&self) {
+    /// `CancelIo`, when an operation is outstanding.
+    pub(crate) fn cancel(&self) {
         if self.shared.lock_slot().pending.is_some() {
             let ctx = self.shared.ctx.as_ptr();
             self.shared.live(|| {
@@ -791,25 +687,11 @@ impl IisRequest for NativeRequest {
         }
     }
 
-    fn close_connection(&self) {
-        self.call_void(self.shared.response, RESPONSE_CLOSE_CONNECTION);
-    }
-
-    fn answer_now(&self, status: StatusCode, message: &str) {
-        self.call_void(self.shared.response, RESPONSE_CLEAR);
-        let body = format!("{message}\n");
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(http::header::CONTENT_LENGTH, body.len().into());
-        if IisRequest::send_headers(self, status, &headers, None, false).is_ok() {
-            let _ = self.write_sync(body.as_bytes());
-        }
-    }
-
-    fn done(&self, keep_conn: bool) {
+    /// Ends the request with IIS exactly once: now through
+    /// `IndicateCompletion` when nothing is outstanding and the handler has
+    /// returned; otherwise when the outstanding operation completes, or as
+    /// the handler's return value.
+    pub(crate) fn end(&self, keep_conn: bool) {
         {
             let mut slot = self.shared.lock_slot();
             if slot.done.is_some() {
@@ -819,7 +701,7 @@ impl IisRequest for NativeRequest {
             if slot.pending.is_some() {
                 // The request ends when the outstanding operation completes.
                 drop(slot);
-                self.cancel_io();
+                self.cancel();
                 return;
             }
             if !slot.handler_returned {
@@ -834,6 +716,19 @@ impl IisRequest for NativeRequest {
         // told the request ended, and no notification for it is running
         // (the handler returned PENDING, nothing is outstanding).
         unsafe { vcall!(ctx, CONTEXT_INDICATE_COMPLETION, fn(i32); status) };
+    }
+
+    /// A server variable through `GetServerVariable` (8-bit) or its wide
+    /// form, handed to `take` while IIS's buffer is valid.
+    pub(crate) fn variable8<R>(&self, name: &str, take: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.shared
+            .variable(name, CONTEXT_GET_SERVER_VARIABLE, take)
+    }
+
+    /// The wide form of [`variable8`](Self::variable8).
+    pub(crate) fn variable16<R>(&self, name: &str, take: impl FnOnce(&[u16]) -> R) -> Option<R> {
+        self.shared
+            .variable(name, CONTEXT_GET_SERVER_VARIABLE_WIDE, take)
     }
 }
 

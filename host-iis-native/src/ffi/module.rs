@@ -7,15 +7,10 @@ use std::ffi::c_void;
 use std::sync::{Arc, OnceLock};
 
 use host_iis::guarded;
-use host_iis::mapping;
-use host_iis::request::IisRequest;
-use host_iis::request::{self as engine, BodyStart};
 use host_iis::Lifecycle;
-use http::StatusCode;
 
-use super::context::{NativeRequest, Shared};
+use super::context::Shared;
 use super::*;
-use crate::request;
 
 /// The module's factory (`IHttpModuleFactory`), alive from `RegisterModule`
 /// to its `Terminate`.
@@ -46,7 +41,9 @@ member_defs! {
             let module = unsafe { &*this };
             // SAFETY: the context IIS passes for this notification.
             match unsafe { Shared::new(ctx) } {
-                Some(shared) => execute(module, shared),
+                Some(shared) => crate::session::execute(module.ext, shared, |shared| {
+                    let _ = module.request.set(shared);
+                }),
                 None => RQ_NOTIFICATION_FINISH_REQUEST,
             }
         })
@@ -153,55 +150,6 @@ static FACTORY_VTABLE: VTable<FACTORY_SLOTS> = {
 /// `CHttpModule`'s table, for tests that check what sits in each slot.
 pub fn module_vtable() -> &'static [*const c_void; MODULE_SLOTS] {
     &MODULE_VTABLE.0
-}
-
-/// Maps the request and starts it; the notification status for IIS.
-fn execute(module: &Module, shared: Arc<Shared>) -> i32 {
-    let native = NativeRequest {
-        shared: Arc::clone(&shared),
-    };
-    let Some(running) = module.ext.running() else {
-        native.answer_now(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the application is not running",
-        );
-        return RQ_NOTIFICATION_FINISH_REQUEST;
-    };
-    let Some(head) = shared.raw_head() else {
-        native.answer_now(StatusCode::BAD_REQUEST, "IIS gave no request");
-        return RQ_NOTIFICATION_FINISH_REQUEST;
-    };
-    let remaining = head.remaining;
-    // The kept variables the facts do not need are read when the app asks
-    // for them, while the request runs (IIS keeps them readable until it
-    // ends; `NativeRequest` reports nothing after that).
-    let variables = NativeRequest {
-        shared: Arc::clone(&shared),
-    };
-    // The addresses from the request object, as native modules read them
-    // (their server variables are the fallback).
-    let mapped = mapping::host_facts_from_live_variables(variables, shared.addresses())
-        .and_then(|facts| request::to_parts(head, facts, shared.user()));
-    let parts = match mapped {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot map the request IIS passed");
-            native.answer_now(StatusCode::BAD_REQUEST, &e.to_string());
-            return RQ_NOTIFICATION_FINISH_REQUEST;
-        }
-    };
-    let body = BodyStart {
-        total: engine::declared_body_length(&parts.headers, remaining),
-        preloaded: bytes::Bytes::new(),
-    };
-    // Before the request can complete (and IIS can answer it on another
-    // thread), the module must know it.
-    let _ = module.request.set(Arc::clone(&shared));
-    match engine::start(&running, native, parts, body) {
-        Ok(()) => shared.handler_returns(),
-        // Answered already.
-        Err(_) => RQ_NOTIFICATION_FINISH_REQUEST,
-    }
 }
 
 /// `RegisterModule`: starts the module and registers its factory for
