@@ -37,7 +37,7 @@ pub use config::HyperConfig;
 #[cfg(all(feature = "negotiate", unix))]
 pub use negotiate::Negotiator;
 pub use negotiate::{NegotiateConfig, NegotiateSetupError};
-pub use server::{HyperHost, RunningServer, Serve, Server};
+pub use server::{RunningServer, Serve, Server};
 pub use signal::shutdown_signal;
 pub use trust::{ProxyTrust, DEFAULT_IDENTITY_HEADER, DEFAULT_SECRET_HEADER, MIN_SECRET_LEN};
 

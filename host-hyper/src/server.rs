@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use kallithea_core::{
-    Capabilities, Dispatcher, Host, HostError, PathBase, RunningHost, ShutdownReport,
-};
+use kallithea_core::{Dispatcher, HostError, PathBase, ShutdownReport};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
@@ -254,52 +252,6 @@ impl RunningServer {
             tracing::error!(error = %e, "server task failed");
             ShutdownReport::default()
         })
-    }
-}
-
-impl RunningHost for RunningServer {
-    fn local_addr(&self) -> Option<SocketAddr> {
-        Some(self.local_addr)
-    }
-
-    fn shutdown(self, drain: Duration) -> impl Future<Output = ShutdownReport> + Send {
-        RunningServer::shutdown(self, drain)
-    }
-}
-
-/// host-hyper as a [`kallithea_core::Host`]: a [`Server`] and its listener.
-#[derive(Debug)]
-pub struct HyperHost {
-    server: Server,
-    listener: TcpListener,
-}
-
-impl HyperHost {
-    /// A host serving on `listener` with `server`'s settings.
-    pub fn new(server: Server, listener: TcpListener) -> Self {
-        HyperHost { server, listener }
-    }
-}
-
-impl Host for HyperHost {
-    type Running = RunningServer;
-
-    fn name(&self) -> &'static str {
-        "hyper"
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::none()
-            .streaming(true)
-            .identity(self.server.authenticates())
-            .http2_cleartext(self.server.http2)
-    }
-
-    fn start(
-        self,
-        dispatcher: Dispatcher,
-    ) -> impl Future<Output = Result<RunningServer, HostError>> + Send {
-        std::future::ready(self.server.start(self.listener, dispatcher))
     }
 }
 

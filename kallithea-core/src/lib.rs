@@ -33,7 +33,7 @@ pub use connection::ConnectionInfo;
 pub use dispatcher::{BodyPanicked, Dispatcher, DispatcherBuilder, ResponseBody, X_REQUEST_ID};
 pub use ext::RequestExt;
 pub use guard::{catch_unwind_future, panic_message};
-pub use host::{Capabilities, Host, HostError, RunningHost, ShutdownReport};
+pub use host::{HostError, ShutdownReport};
 pub use host_vars::{DeferredVariables, HostVariables};
 pub use identity::{AuthScheme, Identity, IdentitySource};
 pub use limits::{ByteLimit, Limits};

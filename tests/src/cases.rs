@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use kallithea_core::{Body, BoxFuture, Capabilities};
+use kallithea_core::{Body, BoxFuture};
+
+use crate::Capabilities;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{read_full, timed, Client, RawConn};

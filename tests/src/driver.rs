@@ -3,7 +3,49 @@
 use std::net::SocketAddr;
 
 use http::{HeaderName, HeaderValue};
-use kallithea_core::{BoxError, BoxFuture, Capabilities, Limits, PathBase};
+use kallithea_core::{BoxError, BoxFuture, Limits, PathBase};
+
+/// What a host can do, so that the suite skips the cases a host cannot
+/// serve (and says so) instead of failing them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Request and response bodies stream in both directions.
+    pub streaming: bool,
+    /// The host can report an authenticated [`Identity`](kallithea_core::Identity).
+    pub identity: bool,
+    /// HTTP/2 over cleartext TCP (prior knowledge) is served.
+    pub http2_cleartext: bool,
+}
+
+impl Capabilities {
+    /// No capability.
+    pub const fn none() -> Self {
+        Capabilities {
+            streaming: false,
+            identity: false,
+            http2_cleartext: false,
+        }
+    }
+
+    /// With streaming bodies.
+    pub const fn streaming(mut self, yes: bool) -> Self {
+        self.streaming = yes;
+        self
+    }
+
+    /// With identity reporting.
+    pub const fn identity(mut self, yes: bool) -> Self {
+        self.identity = yes;
+        self
+    }
+
+    /// With HTTP/2 over cleartext.
+    pub const fn http2_cleartext(mut self, yes: bool) -> Self {
+        self.http2_cleartext = yes;
+        self
+    }
+}
 
 /// How the suite wants a host instance set up.
 #[derive(Clone, Debug)]

@@ -23,7 +23,7 @@ pub mod iis;
 pub mod pattern;
 
 pub use app::{app, REFLECT_PREFIX};
-pub use driver::{resident_memory_of, Driver, RunningApp, Setup};
+pub use driver::{resident_memory_of, Capabilities, Driver, RunningApp, Setup};
 
 use std::time::{Duration, Instant};
 

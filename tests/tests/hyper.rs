@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use host_hyper::{ProxyTrust, RunningServer, Server};
 use http::{HeaderName, HeaderValue};
+use kallithea_conformance::Capabilities;
 use kallithea_conformance::{Driver, RunningApp, Setup};
-use kallithea_core::{BoxError, BoxFuture, Capabilities};
+use kallithea_core::{BoxError, BoxFuture};
 
 const SECRET: &str = "conformance-pairing-secret-0123456789";
 

@@ -339,28 +339,6 @@ async fn paired_proxy_reports_the_client_address_and_scheme_strangers_cannot() {
     server.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_trait_starts_and_stops_host_hyper() {
-    use kallithea_core::{Host, RunningHost};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let host = host_hyper::HyperHost::new(Server::new().http2(false), listener);
-    assert_eq!(host.name(), "hyper");
-    let caps = host.capabilities();
-    assert!(
-        caps.streaming && !caps.identity && !caps.http2_cleartext,
-        "{caps:?}"
-    );
-    let running = host
-        .start(app(Arc::new(AtomicUsize::new(0))))
-        .await
-        .unwrap();
-    let addr = RunningHost::local_addr(&running).expect("host-hyper listens itself");
-    assert_eq!(get(addr, "/", "").await.unwrap().0, 200);
-    let report = RunningHost::shutdown(running, Duration::from_secs(1)).await;
-    assert_eq!(report.aborted, 0);
-    assert!(TcpStream::connect(addr).await.is_err());
-}
-
 /// A client that sends its whole (too large) body before it reads: without a
 /// lingering close the server's close would find unread body bytes and reset
 /// the connection, destroying the 413 before the client reads it.

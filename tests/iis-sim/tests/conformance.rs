@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{HeaderName, HeaderValue};
 use iis_sim::{Config, RunningSimulator, Users, WindowsAuth};
+use kallithea_conformance::Capabilities;
 use kallithea_conformance::{Driver, RunningApp, Setup};
-use kallithea_core::{BoxError, BoxFuture, Capabilities};
+use kallithea_core::{BoxError, BoxFuture};
 
 const PASSWORD: &str = "conformance-password";
 

@@ -23,8 +23,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use kallithea_conformance::Capabilities;
 use kallithea_conformance::{Driver, RunningApp, Setup};
-use kallithea_core::{BoxError, BoxFuture, Capabilities};
+use kallithea_core::{BoxError, BoxFuture};
 
 const PASSWORD: &str = "conformance-password";
 
