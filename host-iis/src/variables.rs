@@ -75,8 +75,8 @@ pub fn push_utf16_lossy(out: &mut String, units: &[u16]) {
     );
 }
 
-/// The variables kept as [`HostVariables`] for plugins and apps.
-/// ([`request_from_live_variables`] reads the ones the mapping does not
+/// The variables kept as [`HostVariables`](kallithea_core::HostVariables) for plugins and apps.
+/// ([`request_from_live_variables`](crate::mapping::request_from_live_variables) reads the ones the mapping does not
 /// need only when they are asked for.)
 pub const KEPT_VARIABLES: &[&str] = &[
     "AUTH_TYPE",
