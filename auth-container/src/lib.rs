@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod accounts;
 mod cache;

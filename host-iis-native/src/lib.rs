@@ -50,6 +50,7 @@
 //! from the crate's build script. The binary interface lives in [`ffi`],
 //! the only module with `unsafe` code.
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod ffi;
 pub mod request;

@@ -1,6 +1,7 @@
 //! The engine's one call into the operating system: which file the running
 //! code was loaded from (the DLL, whose folder holds its configuration).
 //! The only module of the crate with `unsafe` code.
+#![allow(unsafe_code)]
 
 use std::ffi::c_void;
 use std::path::PathBuf;

@@ -26,6 +26,7 @@
 //! The crate's only `unsafe` code is in `ffi` (asking the loader which file
 //! the DLL is).
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod config;
 mod ffi;

@@ -64,6 +64,7 @@
 //! server variables, implements the engine's `IisRequest` over the ECB) →
 //! `host_iis::request` (runs the app, streams the bodies, ends the session).
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod ffi;
 mod session;

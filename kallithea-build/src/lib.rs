@@ -15,6 +15,7 @@
 //!
 //! Other targets need nothing, and the functions do nothing there.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

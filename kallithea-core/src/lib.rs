@@ -8,6 +8,7 @@
 //! [`User`]), isolates panics and calls the app: any `tower` service, such as an
 //! axum `Router`. Apps and plugins read those facts through [`RequestExt`].
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod auth;
 mod body;

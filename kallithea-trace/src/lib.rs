@@ -30,6 +30,7 @@
 //! the folder (whose permissions say who may register). Both are datagrams:
 //! one event is one message, never split, never blocking the sender.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

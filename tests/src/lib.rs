@@ -12,6 +12,7 @@
 //! # }
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod app;
 pub mod cases;

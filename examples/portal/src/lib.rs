@@ -10,6 +10,7 @@
 //!
 //! [`Portal::dispatcher`] gives the app with the plugin in front, for any host.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod api;
 mod config;

@@ -7,6 +7,7 @@
 //! ```
 //! Servers and the load generator run on separate single-thread runtimes, so
 //! each gets one of the machine's cores.
+#![forbid(unsafe_code)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -6,6 +6,7 @@
 //! ```
 //! Settings come from the optional TOML file (see `host_hyper::HyperConfig`) and
 //! `KALLITHEA_*` environment variables (`KALLITHEA_LISTEN=127.0.0.1:9000`).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

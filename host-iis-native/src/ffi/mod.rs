@@ -12,6 +12,7 @@
 //! Calling convention: member functions are `thiscall` on 32-bit x86 and the
 //! platform's `system` convention elsewhere (`member_fn!`).
 #![allow(non_camel_case_types, non_snake_case, missing_docs)]
+#![allow(unsafe_code)]
 
 use std::ffi::c_void;
 

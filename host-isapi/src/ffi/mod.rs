@@ -5,6 +5,7 @@
 //! crate's tests check that same table, and every constant here, against
 //! mingw-w64's `httpext.h` with both cross compilers.
 #![allow(non_camel_case_types, non_snake_case, missing_docs)]
+#![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_void};
 

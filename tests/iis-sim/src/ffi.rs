@@ -2,6 +2,7 @@
 //! ECB it hands over, and the callbacks IIS implements. The only module with
 //! `unsafe` code; everything it receives from the extension is turned into
 //! safe values before the rest of the simulator sees it.
+#![allow(unsafe_code)]
 
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};

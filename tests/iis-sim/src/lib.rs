@@ -33,6 +33,7 @@
 //! - recycling ([`RunningSimulator::recycle`]) and fault injection
 //!   ([`Faults`]).
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod auth;
 mod ffi;

@@ -16,6 +16,7 @@
 //! violation. The objects' memory outlives the request for a while (a
 //! bounded graveyard of recent requests) so that such a late call reads
 //! valid memory.
+#![allow(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::ffi::{c_void, CStr};

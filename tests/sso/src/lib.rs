@@ -5,6 +5,7 @@
 //! Nothing here touches Kerberos in the test process itself: the GSSAPI
 //! library reads its configuration from process-wide environment variables,
 //! so every party (server, client) is a child process given its own.
+#![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::io::Write;

@@ -8,6 +8,7 @@
 //! - [`doctor`]: configuration mistakes in plain words, with fixes.
 //! - [`users`]: import, list, activate and deactivate users in the store.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod doctor;
 pub mod install_iis;

@@ -1,4 +1,5 @@
 //! `kallithea`: deployment tooling for the Kallithea host framework.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -8,6 +8,7 @@
 //! loopback only, with a pairing secret it generates into the data directory;
 //! with `[server.negotiate]` (the `negotiate` feature) it authenticates
 //! browsers itself with Kerberos and trusts no proxy unless configured.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -21,6 +21,8 @@
 //!
 //! Exits 2 on usage errors, 1 when no token could be made or sent.
 
+#![forbid(unsafe_code)]
+
 #[cfg(unix)]
 fn main() -> std::process::ExitCode {
     client::main()
