@@ -1,0 +1,509 @@
+//! One ISAPI request as the simulator serves it: the ECB's callbacks (server
+//! variables, reads with read-ahead, writes, the send-header protocol,
+//! `DONE_WITH_SESSION`) and their bookkeeping.
+
+use super::*;
+
+/// The response head the extension sent.
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
+}
+
+pub(crate) type BodyChunk = Result<Bytes, io::Error>;
+
+#[derive(Default)]
+pub(crate) struct ReqState {
+    pub(crate) ecb: Option<ffi::EcbStorage>,
+    pub(crate) ecb_ptr: Option<ffi::EcbPtr>,
+    pub(crate) completion: Option<ffi::Completion>,
+    pub(crate) pending: Option<&'static str>,
+    pub(crate) cancel: Option<oneshot::Sender<()>>,
+    pub(crate) head_tx: Option<oneshot::Sender<Head>>,
+    /// The status and headers the extension sent, held until the first body
+    /// bytes or the end of the session so that they leave together.
+    pub(crate) held_head: Option<Head>,
+    pub(crate) body_tx: Option<mpsc::Sender<BodyChunk>>,
+    pub(crate) headers_sent: bool,
+    pub(crate) done: bool,
+    pub(crate) keep_conn: bool,
+}
+
+impl ReqState {
+    /// Lets the held status and headers go to the client.
+    pub(crate) fn release_head(&mut self) {
+        if let Some(head) = self.held_head.take() {
+            if let Some(tx) = self.head_tx.take() {
+                let _ = tx.send(head);
+            }
+        }
+    }
+}
+
+/// How a body write stands after [`SimRequest::queue_body`].
+pub(crate) enum Queued {
+    /// Finished (in the response, or failed).
+    Done(Result<(), u32>),
+    /// The response has no room yet: send this when it has.
+    Wait(mpsc::Sender<BodyChunk>, Bytes),
+}
+
+/// The request body as the client sends it, with what the last read left.
+pub(crate) struct BodySource {
+    pub(crate) body: Option<Incoming>,
+    pub(crate) leftover: Bytes,
+    pub(crate) delivered: u64,
+}
+
+impl BodySource {
+    /// Up to `max` bytes; empty at the end of the body.
+    pub(crate) async fn next(&mut self, max: usize) -> Result<Bytes, ()> {
+        loop {
+            if !self.leftover.is_empty() {
+                let n = self.leftover.len().min(max);
+                self.delivered += n as u64;
+                return Ok(self.leftover.split_to(n));
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Ok(Bytes::new());
+            };
+            match body.frame().await {
+                None => {
+                    self.body = None;
+                    return Ok(Bytes::new());
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.leftover = data;
+                    }
+                }
+                Some(Err(_)) => {
+                    self.body = None;
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    pub(crate) fn is_end(&self) -> bool {
+        self.leftover.is_empty()
+            && self
+                .body
+                .as_ref()
+                .is_none_or(hyper::body::Body::is_end_stream)
+    }
+}
+
+pub(crate) struct SimRequest {
+    pub(crate) seq: usize,
+    pub(crate) generation: u64,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) info: vars::RequestInfo,
+    pub(crate) keep_alive_wanted: bool,
+    pub(crate) disconnected: AtomicBool,
+    /// The session ended ([`SimRequest::done`]): set before the request
+    /// leaves the registry's tables.
+    pub(crate) ended: AtomicBool,
+    pub(crate) written: AtomicU64,
+    pub(crate) faults: Faults,
+    pub(crate) state: Mutex<ReqState>,
+    pub(crate) body: tokio::sync::Mutex<BodySource>,
+    /// Native-module mode: the module's side of the request.
+    pub(crate) native: Option<native::Native>,
+}
+
+impl SimRequest {
+    /// The IIS objects of a native-mode request.
+    pub(crate) fn native(&self) -> Option<&native_ffi::NativeObjects> {
+        self.native.as_ref().map(|n| &n.objects)
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ReqState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn violation(&self, what: &str) {
+        self.shared
+            .violation(format!("request {}: {what}", self.seq));
+    }
+
+    /// A server variable the DLL asked for (counted in
+    /// [`Stats::server_variable_calls`]).
+    pub(crate) fn server_variable(&self, name: &str) -> Result<Vec<u8>, u32> {
+        self.count_variable_call();
+        self.info.lookup(name)
+    }
+
+    /// [`server_variable`](Self::server_variable) into `out`.
+    pub(crate) fn server_variable_into(&self, name: &str, out: &mut Vec<u8>) -> Result<(), u32> {
+        self.count_variable_call();
+        self.info.lookup_into(name, out)
+    }
+
+    pub(crate) fn count_variable_call(&self) {
+        self.shared
+            .counters
+            .server_variable_calls
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the session has ended.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn wants_keep_alive(&self) -> bool {
+        self.keep_alive_wanted
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        if self.disconnected.load(Ordering::Acquire) {
+            return false;
+        }
+        let gone = self
+            .lock()
+            .body_tx
+            .as_ref()
+            .is_some_and(|tx| tx.is_closed());
+        if gone {
+            self.disconnected.store(true, Ordering::Release);
+        }
+        !gone
+    }
+
+    pub(crate) fn register_completion(&self, completion: ffi::Completion) {
+        self.lock().completion = Some(completion);
+    }
+
+    pub(crate) fn unsupported(&self, request: u32) {
+        tracing::warn!(target: "iis_sim", request, "unsupported ServerSupportFunction request");
+    }
+
+    /// Claims the one asynchronous operation slot.
+    pub(crate) fn begin_async(
+        &self,
+        what: &'static str,
+    ) -> Result<(ffi::Completion, ffi::EcbPtr), u32> {
+        let mut st = self.lock();
+        let Some(completion) = st.completion else {
+            drop(st);
+            self.violation(&format!(
+                "asynchronous {what} without a completion callback (HSE_REQ_IO_COMPLETION)"
+            ));
+            return Err(ERROR_INVALID_PARAMETER);
+        };
+        if let Some(other) = st.pending {
+            drop(st);
+            self.violation(&format!(
+                "asynchronous {what} while an asynchronous {other} is outstanding"
+            ));
+            return Err(ERROR_INVALID_PARAMETER);
+        }
+        let ecb = st.ecb_ptr.ok_or(ERROR_INVALID_PARAMETER)?;
+        st.pending = Some(what);
+        Ok((completion, ecb))
+    }
+
+    /// Ends the asynchronous operation and calls the extension back (on the
+    /// simulator's thread, not the one that started the operation).
+    pub(crate) fn complete(
+        &self,
+        completion: ffi::Completion,
+        ecb: ffi::EcbPtr,
+        result: Result<u32, u32>,
+    ) {
+        {
+            let mut st = self.lock();
+            st.pending = None;
+            st.cancel = None;
+            if st.done {
+                // The session ended with the operation outstanding (already
+                // recorded): the ECB must not be handed out again.
+                st.ecb = None;
+                return;
+            }
+        }
+        let (n, err) = match result {
+            Ok(n) => (n, 0),
+            Err(e) => (0, e),
+        };
+        completion.deliver(ecb, n, err);
+    }
+
+    pub(crate) fn write_async(self: &Arc<Self>, data: Bytes) -> Result<(), u32> {
+        if !self.lock().headers_sent {
+            self.violation(
+                "WriteClient before the response headers (raw responses are not simulated)",
+            );
+            return Err(ERROR_INVALID_PARAMETER);
+        }
+        let (completion, ecb) = self.begin_async("write")?;
+        self.shared
+            .counters
+            .async_writes
+            .fetch_add(1, Ordering::AcqRel);
+        let len = data.len() as u32;
+        let queued = self.queue_body(data);
+        let this = Arc::clone(self);
+        // The completion comes from the simulator's threads, never from
+        // inside the call.
+        self.shared.rt.spawn(async move {
+            let r = match queued {
+                Queued::Done(r) => r,
+                Queued::Wait(tx, data) => this.send_body(tx, data).await,
+            };
+            this.complete(completion, ecb, r.map(|()| len));
+        });
+        Ok(())
+    }
+
+    /// Starts a body write: puts `data` into the response at once when there
+    /// is room (with the held status and headers, so that they leave in one
+    /// piece), or says what to wait for.
+    pub(crate) fn queue_body(&self, data: Bytes) -> Queued {
+        let before = self.written.fetch_add(data.len() as u64, Ordering::AcqRel);
+        if let Some(limit) = self.faults.fail_writes_after {
+            if before + data.len() as u64 > limit {
+                self.disconnected.store(true, Ordering::Release);
+                return Queued::Done(Err(ERROR_NETNAME_DELETED));
+            }
+        }
+        let mut st = self.lock();
+        let Some(tx) = st.body_tx.clone() else {
+            return Queued::Done(Err(ERROR_NETNAME_DELETED));
+        };
+        let queued = if data.is_empty() {
+            Queued::Done(Ok(()))
+        } else {
+            match tx.try_send(Ok(data)) {
+                Ok(()) => Queued::Done(Ok(())),
+                Err(mpsc::error::TrySendError::Full(Ok(data))) => Queued::Wait(tx, data),
+                Err(_) => {
+                    self.disconnected.store(true, Ordering::Release);
+                    Queued::Done(Err(ERROR_NETNAME_DELETED))
+                }
+            }
+        };
+        st.release_head();
+        queued
+    }
+
+    pub(crate) async fn send_body(
+        &self,
+        tx: mpsc::Sender<BodyChunk>,
+        data: Bytes,
+    ) -> Result<(), u32> {
+        tx.send(Ok(data)).await.map_err(|_| {
+            self.disconnected.store(true, Ordering::Release);
+            ERROR_NETNAME_DELETED
+        })
+    }
+
+    pub(crate) fn write_sync(self: &Arc<Self>, data: Bytes) -> Result<(), u32> {
+        if !self.lock().headers_sent {
+            self.violation(
+                "WriteClient before the response headers (raw responses are not simulated)",
+            );
+            return Err(ERROR_INVALID_PARAMETER);
+        }
+        self.shared
+            .counters
+            .sync_writes
+            .fetch_add(1, Ordering::AcqRel);
+        match self.queue_body(data) {
+            Queued::Done(r) => r,
+            Queued::Wait(tx, data) => {
+                let this = Arc::clone(self);
+                block_here(
+                    &self.shared.rt,
+                    async move { this.send_body(tx, data).await },
+                )
+                .unwrap_or(Err(ERROR_NETNAME_DELETED))
+            }
+        }
+    }
+
+    pub(crate) async fn read_body(&self, max: usize) -> Result<Bytes, u32> {
+        if let Some(d) = self.faults.slow_reads {
+            tokio::time::sleep(d).await;
+        }
+        let mut body = self.body.lock().await;
+        if let Some(limit) = self.faults.abort_body_after {
+            if body.delivered >= limit {
+                self.disconnected.store(true, Ordering::Release);
+                return Err(ERROR_NETNAME_DELETED);
+            }
+        }
+        let max = match self.faults.abort_body_after {
+            Some(limit) => max.min((limit - body.delivered).max(1) as usize),
+            None => max,
+        };
+        body.next(max).await.map_err(|()| {
+            self.disconnected.store(true, Ordering::Release);
+            ERROR_NETNAME_DELETED
+        })
+    }
+
+    pub(crate) fn read_async(self: &Arc<Self>, mut buf: ffi::ReadBuffer) -> Result<(), u32> {
+        let (completion, ecb) = self.begin_async("read")?;
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        self.lock().cancel = Some(cancel_tx);
+        let this = Arc::clone(self);
+        self.shared.rt.spawn(async move {
+            let r = tokio::select! {
+                r = this.read_body(buf.len()) => r,
+                _ = cancel_rx => Err(ERROR_OPERATION_ABORTED),
+            };
+            let r = r.map(|data| buf.fill(&data) as u32);
+            this.complete(completion, ecb, r);
+        });
+        Ok(())
+    }
+
+    pub(crate) fn read_sync(self: &Arc<Self>, buf: &mut ffi::ReadBuffer) -> Result<usize, u32> {
+        let this = Arc::clone(self);
+        let max = buf.len();
+        let data = block_here(&self.shared.rt, async move { this.read_body(max).await })
+            .unwrap_or(Err(ERROR_NETNAME_DELETED))?;
+        Ok(buf.fill(&data))
+    }
+
+    pub(crate) fn send_headers(
+        &self,
+        status: &[u8],
+        headers: &[u8],
+        keep_conn: bool,
+    ) -> Result<(), u32> {
+        let parsed = parse_head(status, headers);
+        let mut st = self.lock();
+        if st.headers_sent {
+            drop(st);
+            self.violation("the response headers were sent twice");
+            return Err(ERROR_INVALID_PARAMETER);
+        }
+        let head = match parsed {
+            Ok(h) => h,
+            Err(why) => {
+                drop(st);
+                self.violation(&format!("unusable response headers: {why}"));
+                return Err(ERROR_INVALID_PARAMETER);
+            }
+        };
+        st.headers_sent = true;
+        st.keep_conn = keep_conn;
+        st.held_head = Some(head);
+        Ok(())
+    }
+
+    pub(crate) fn cancel_io(&self) {
+        if let Some(cancel) = self.lock().cancel.take() {
+            let _ = cancel.send(());
+        }
+    }
+
+    pub(crate) fn close_connection(&self) {
+        let tx = {
+            let mut st = self.lock();
+            st.keep_conn = false;
+            st.release_head();
+            st.body_tx.take()
+        };
+        self.disconnected.store(true, Ordering::Release);
+        if let Some(tx) = tx {
+            self.shared.rt.spawn(async move {
+                let _ = tx
+                    .send(Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the extension closed the connection",
+                    )))
+                    .await;
+            });
+        }
+    }
+
+    /// `HSE_REQ_DONE_WITH_SESSION` (`status` from its buffer), the end of
+    /// a request `HttpExtensionProc` completed synchronously, or a native
+    /// module's final status (`what` names the call, for violations).
+    pub(crate) fn done(&self, status: Option<u32>, what: &str) -> Result<(), u32> {
+        let storage = {
+            let mut st = self.lock();
+            if st.done {
+                drop(st);
+                self.violation(&format!("{what} came twice"));
+                return Err(ERROR_INVALID_PARAMETER);
+            }
+            st.done = true;
+            self.ended.store(true, Ordering::Release);
+            if let Some(s) = status {
+                st.keep_conn &= s == HSE_STATUS_SUCCESS_AND_KEEP_CONN;
+            }
+            st.release_head();
+            st.head_tx = None;
+            // Dropping the sender ends the response body.
+            st.body_tx = None;
+            if let Some(op) = st.pending.filter(|_| self.native.is_none()) {
+                drop(st);
+                self.violation(&format!("{what} with an asynchronous {op} outstanding"));
+                None
+            } else {
+                st.ecb_ptr = None;
+                st.ecb.take()
+            }
+        };
+        self.shared
+            .requests
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.seq);
+        self.shared
+            .counters
+            .sessions_ended
+            .fetch_add(1, Ordering::AcqRel);
+        // The ECB is freed here: any later use of its handle is caught by
+        // the registry.
+        drop(storage);
+        Ok(())
+    }
+}
+
+pub(crate) fn parse_head(status: &[u8], headers: &[u8]) -> Result<Head, String> {
+    let status = std::str::from_utf8(status).map_err(|_| "the status is not text")?;
+    let code = status
+        .split(' ')
+        .next()
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| format!("bad status line {status:?}"))?;
+    // The values share one copy of the block.
+    let block = Bytes::copy_from_slice(headers);
+    let mut out = http::HeaderMap::new();
+    let mut rest = &block[..];
+    loop {
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("the header block does not end with an empty line")?;
+        let line = &rest[..end];
+        rest = &rest[end + 2..];
+        if line.is_empty() {
+            break;
+        }
+        let colon = line.iter().position(|&b| b == b':').ok_or_else(|| {
+            format!(
+                "header line without a colon: {:?}",
+                String::from_utf8_lossy(line)
+            )
+        })?;
+        let name = HeaderName::from_bytes(&line[..colon]).map_err(|e| e.to_string())?;
+        let value = block.slice_ref(line[colon + 1..].trim_ascii());
+        let value = HeaderValue::from_maybe_shared(value).map_err(|e| e.to_string())?;
+        out.append(name, value);
+    }
+    if !rest.is_empty() {
+        return Err("bytes after the header block's empty line".into());
+    }
+    Ok(Head {
+        status: code,
+        headers: out,
+    })
+}
