@@ -1,4 +1,8 @@
 //! The cases every host must pass.
+//!
+//! Longer than the ~600 lines a file should hold: the cases are the suite's
+//! specification, one table and one function per case, and read best as one
+//! list of what every host must do.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

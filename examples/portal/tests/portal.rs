@@ -1,5 +1,8 @@
 //! The portal behind host-hyper in trusted-proxy mode, over a real SQLite file,
 //! reached with a real HTTP client.
+//!
+//! Longer than ~600 lines: one test per rule of the portal's behaviour over
+//! HTTP, sharing one fixture; split, the fixture would be copied.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -14,6 +14,10 @@
 //! pipeline on the calling thread (as the ISAPI host's
 //! `HSE_REQ_DONE_WITH_SESSION` does). After that nothing here touches the
 //! context again.
+//!
+//! Longer than ~600 lines on purpose: every call into IIS's per-request
+//! objects, and so every `unsafe` block of a request's path, sits in this
+//! one file, to be reviewed together.
 
 use std::ffi::{c_void, CStr};
 use std::io;

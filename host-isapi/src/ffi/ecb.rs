@@ -12,6 +12,10 @@
 //!   outstanding (if one is, it is cancelled and the session ends from its
 //!   completion);
 //! - after that, no call reaches IIS again: the ECB may be gone.
+//!
+//! Longer than ~600 lines on purpose: every call through the ECB, and so
+//! every `unsafe` block of a request's path, sits in this one file, to be
+//! reviewed together.
 
 use std::cell::RefCell;
 use std::ffi::{c_void, CStr};

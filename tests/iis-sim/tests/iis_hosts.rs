@@ -3,6 +3,9 @@
 //! alike: start-up failures and retries, recycling under load, injected
 //! faults, a tiny IIS thread pool, termination with requests in flight, and
 //! keep-alive. Each test runs once per host (`isapi::…`, `native::…`).
+//!
+//! Longer than ~600 lines: each behaviour both IIS bindings must show is
+//! written once here and run for both; split, the two lists would drift.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
