@@ -20,8 +20,9 @@
 //!   request and facts, and the response's status and headers in IIS's
 //!   text forms.
 //! - [`guarded`]: the panic guard around every entry point and callback.
-//! - [`layout`]: the binary-layout tables both bindings check their
-//!   declarations with.
+//!
+//! The raw declarations both bindings use, and their layout tables, are in
+//! `iis-sys`.
 //!
 //! The crate's only `unsafe` code is in `ffi` (asking the loader which file
 //! the DLL is).
@@ -32,7 +33,6 @@ pub mod config;
 mod ffi;
 mod guard;
 pub mod head;
-pub mod layout;
 mod lifecycle;
 pub mod mapping;
 pub mod request;

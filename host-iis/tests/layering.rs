@@ -1,7 +1,8 @@
 //! The layering the design asks for, read from the workspace's manifests
 //! (`cargo metadata`): `kallithea-core ← host-iis ← {host-isapi,
 //! host-iis-native}`, the two bindings beside each other, neither built on
-//! the other, and the core knowing no host.
+//! the other, both on `iis-sys`'s declarations, and the core knowing no
+//! host.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -85,6 +86,9 @@ fn the_two_iis_bindings_stand_beside_each_other_on_the_engine() {
             "the engine is built on {binding}"
         );
     }
+    let sys = closure(&graph, "iis-sys");
+    assert!(sys.is_empty(), "iis-sys is declarations only: {sys:?}");
+    assert!(isapi.contains("iis-sys") && native.contains("iis-sys"));
     let core = closure(&graph, "kallithea-core");
     for host in ["host-iis", "host-isapi", "host-iis-native", "host-hyper"] {
         assert!(!core.contains(host), "kallithea-core is built on {host}");

@@ -8,7 +8,7 @@ use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use host_isapi::ffi::*;
+use iis_sys::httpext::*;
 
 use crate::registry;
 

@@ -73,7 +73,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use host_isapi::ffi::{
+use iis_sys::httpext::{
     ERROR_INVALID_PARAMETER, ERROR_NETNAME_DELETED, ERROR_OPERATION_ABORTED, HSE_STATUS_PENDING,
     HSE_STATUS_SUCCESS_AND_KEEP_CONN, HSE_TERM_MUST_UNLOAD, HSE_UNKNOWN_LENGTH,
 };
@@ -95,8 +95,8 @@ mod tests {
 
     /// A simulator with no extension loaded, and one request registered.
     type MakeNative = Box<dyn FnOnce(usize) -> native::Native>;
-    const RQ_FINISH: i32 = host_iis_native::ffi::RQ_NOTIFICATION_FINISH_REQUEST;
-    const RQ_PENDING: i32 = host_iis_native::ffi::RQ_NOTIFICATION_PENDING;
+    const RQ_FINISH: i32 = iis_sys::native::RQ_NOTIFICATION_FINISH_REQUEST;
+    const RQ_PENDING: i32 = iis_sys::native::RQ_NOTIFICATION_PENDING;
 
     fn make_request(
         shared_rt: &tokio::runtime::Runtime,
@@ -270,11 +270,11 @@ mod tests {
         assert_eq!(req.server_variable("AUTH_TYPE").unwrap(), b"\0");
         assert_eq!(
             req.server_variable("NO_SUCH_VARIABLE").unwrap_err(),
-            host_isapi::ffi::ERROR_INVALID_INDEX
+            iis_sys::httpext::ERROR_INVALID_INDEX
         );
         assert_eq!(
             req.server_variable("HTTP_X_MISSING").unwrap_err(),
-            host_isapi::ffi::ERROR_INVALID_INDEX
+            iis_sys::httpext::ERROR_INVALID_INDEX
         );
     }
 

@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use host_iis_native::ffi::{
+use http::{HeaderName, HeaderValue, StatusCode};
+use iis_sys::native::{
     hresult_from_win32, ERROR_HANDLE_EOF, ERROR_NOT_FOUND, E_INVALIDARG, HRESULT,
     RQ_NOTIFICATION_CONTINUE, RQ_NOTIFICATION_FINISH_REQUEST, RQ_NOTIFICATION_PENDING, S_OK,
 };
-use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::sync::oneshot;
 
 use crate::native_ffi::{self, NativeObjects, ReadTarget};
@@ -389,7 +389,7 @@ pub(crate) fn read(req: &Arc<SimRequest>, mut target: ReadTarget, is_async: bool
     req.shared.rt.spawn(async move {
         let r = tokio::select! {
             r = this.read_body(target.len()) => r,
-            _ = cancel_rx => Err(host_iis_native::ffi::ERROR_OPERATION_ABORTED),
+            _ = cancel_rx => Err(iis_sys::native::ERROR_OPERATION_ABORTED),
         };
         let item = match r {
             Ok(data) if data.is_empty() => Item::Io {

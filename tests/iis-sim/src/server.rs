@@ -172,7 +172,7 @@ pub(crate) async fn serve(
         .pool
         .run(move || match &proc_instance.lib {
             Loaded::Isapi(lib) => lib.http_extension_proc(ecb),
-            Loaded::Native(_) => host_isapi::ffi::HSE_STATUS_ERROR,
+            Loaded::Native(_) => iis_sys::httpext::HSE_STATUS_ERROR,
         })
         .await;
     let took = called.elapsed().as_micros() as u64;
@@ -187,7 +187,7 @@ pub(crate) async fn serve(
             // Completed synchronously (or failed): the session is over.
             shared.counters.ended_in_call.fetch_add(1, Ordering::AcqRel);
             let _ = request.done(None, "HSE_REQ_DONE_WITH_SESSION");
-            if status != Some(host_isapi::ffi::HSE_STATUS_SUCCESS)
+            if status != Some(iis_sys::httpext::HSE_STATUS_SUCCESS)
                 && status != Some(HSE_STATUS_SUCCESS_AND_KEEP_CONN)
                 && !request.lock().headers_sent
             {

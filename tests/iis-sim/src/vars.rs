@@ -4,8 +4,8 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use host_isapi::ffi::ERROR_INVALID_INDEX;
 use http::{HeaderMap, Version};
+use iis_sys::httpext::ERROR_INVALID_INDEX;
 
 use crate::auth::WindowsUser;
 

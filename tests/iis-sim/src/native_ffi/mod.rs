@@ -26,7 +26,7 @@ use std::ptr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use host_iis_native::ffi::*;
+use iis_sys::native::*;
 
 use crate::native::{self, Item};
 use crate::{registry, Shared, SimRequest};

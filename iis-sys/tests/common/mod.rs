@@ -1,5 +1,5 @@
 //! The ABI reference the tests check the crate against, from the
-//! repository's `host-iis-native/reference` (see its README for where the
+//! repository's `iis-sys/reference` (see its README for where the
 //! tables come from).
 
 /// The text of reference table `name`.
@@ -8,6 +8,6 @@ pub fn reference(name: &str) -> &'static str {
         "vtables.tsv" => include_str!("../../reference/vtables.tsv"),
         "http_h_layouts.tsv" => include_str!("../../reference/http_h_layouts.tsv"),
         "constants.tsv" => include_str!("../../reference/constants.tsv"),
-        other => panic!("no reference table {other} in host-iis-native/reference"),
+        other => panic!("no reference table {other} in iis-sys/reference"),
     }
 }

@@ -1,12 +1,12 @@
 //! The `http.h` layouts and constants the native module uses match
 //! mingw-w64's `http.h` (with `windows.h`, for Vista and later, where
 //! `HTTP_REQUEST` is `HTTP_REQUEST_V2`), for x64 and x86: C static
-//! assertions generated from `host_iis_native::ffi::layout`, compiled (not
+//! assertions generated from `iis_sys::native::layout`, compiled (not
 //! run) with the mingw-w64 cross compilers.
 
-use host_iis::layout::mingw;
+use iis_sys::layout::mingw;
 
-use host_iis_native::ffi::layout::{CONSTANTS, OFFSETS, SIZES};
+use iis_sys::native::layout::{CONSTANTS, OFFSETS, SIZES};
 use mingw::Arch;
 
 /// The C source asserting every size, offset and constant for `arch`, plus

@@ -1,10 +1,10 @@
 //! The ISAPI layouts and constants match mingw-w64's `httpext.h`, for x64 and
-//! x86: C static assertions generated from `host_isapi::ffi::layout`, compiled
+//! x86: C static assertions generated from `iis_sys::httpext::layout`, compiled
 //! (not run) with the mingw-w64 cross compilers.
 
-use host_iis::layout::mingw;
+use iis_sys::layout::mingw;
 
-use host_isapi::ffi::layout::{CONSTANTS, OFFSETS, SIZES};
+use iis_sys::httpext::layout::{CONSTANTS, OFFSETS, SIZES};
 use mingw::Arch;
 
 /// The C source asserting every size, offset and constant for `arch`, plus
