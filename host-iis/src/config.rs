@@ -40,7 +40,7 @@ pub const OLD_ENV_PREFIX: &str = "KALLITHEA_ISAPI";
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IisConfig {
-    /// Threads of the extension's runtime.
+    /// Threads of the engine's runtime.
     #[serde(default = "default_workers")]
     pub worker_threads: usize,
     /// How long `TerminateExtension` lets in-flight requests run.

@@ -15,12 +15,12 @@ use crate::config::{self, IisConfig};
 use crate::runtime::HostRuntime;
 use crate::startup::StartupFailure;
 
-/// Builds the app when the extension starts (and again after a failed start,
+/// Builds the app when the DLL starts (and again after a failed start,
 /// on the back-off schedule). Returning an error, or panicking, leaves the
-/// extension answering every request with a page naming the failure.
+/// DLL answering every request with a page naming the failure.
 pub type MakeApp = fn(&Startup<'_>) -> Result<Dispatcher, BoxError>;
 
-/// What `make_app` gets: the extension's configuration and where it lives.
+/// What `make_app` gets: the configuration beside the DLL and where it lives.
 pub struct Startup<'a> {
     config: &'a IisConfig,
     config_path: &'a Path,
@@ -39,7 +39,7 @@ impl Startup<'_> {
         self.config_path
     }
 
-    /// The extension DLL's path.
+    /// The DLL's path (the extension or module).
     pub fn module_path(&self) -> &Path {
         self.module_path
     }
@@ -63,7 +63,7 @@ impl Startup<'_> {
         }
     }
 
-    /// The extension's runtime, for asynchronous set-up
+    /// The engine's runtime, for asynchronous set-up
     /// (`startup.runtime().block_on(…)`).
     pub fn runtime(&self) -> &tokio::runtime::Handle {
         self.runtime
@@ -76,7 +76,7 @@ enum AppState {
     Retrying(StartupFailure),
 }
 
-/// A started extension or module: its runtime and its app (or the start-up
+/// A started app in an extension or module: its runtime and its app (or the start-up
 /// failure standing in for it). Requests go to it through
 /// [`request::start`](crate::request::start).
 pub struct Running {
@@ -100,7 +100,7 @@ pub struct Lifecycle {
     state: RwLock<Option<Arc<Running>>>,
 }
 
-/// The tracing filter of the extension's log file unless configured.
+/// The tracing filter of the log file beside the DLL unless configured.
 pub const DEFAULT_LOG_FILTER: &str = "info,kallithea::access=warn";
 
 static LOG_FILE: Mutex<Option<PathBuf>> = Mutex::new(None);
@@ -190,9 +190,9 @@ impl Lifecycle {
         self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Starts the extension: configuration, log, runtime, the app. Returns
+    /// Starts: configuration, log, runtime, the app. Returns
     /// `false` only if not even the runtime starts; a failing configuration
-    /// or app leaves the extension serving error pages and retrying.
+    /// or app leaves the DLL serving error pages and retrying.
     ///
     /// `module` is the DLL's path (the configuration is found beside it). A
     /// second call while started does nothing.
@@ -236,7 +236,7 @@ impl Lifecycle {
             Err(e) => {
                 append_log(
                     &log,
-                    &format!("{} cannot start the extension's runtime: {e}", now_stamp()),
+                    &format!("{} cannot start the runtime: {e}", now_stamp()),
                 );
                 return false;
             }
@@ -269,7 +269,7 @@ impl Lifecycle {
             in_flight = report.in_flight,
             cancelled = report.cancelled,
             elapsed_ms = report.elapsed.as_millis() as u64,
-            "extension terminated"
+            "terminated"
         );
         // The last reference: dropping it stops the runtime's threads before
         // IIS unloads the code they run. Requests hold the runtime only
@@ -278,7 +278,7 @@ impl Lifecycle {
             Ok(running) => drop(running),
             Err(still) => {
                 tracing::error!(
-                    "the extension is still referenced after termination; its runtime stops when \
+                    "the engine is still referenced after termination; its runtime stops when \
                      the last request lets go"
                 );
                 drop(still);

@@ -68,7 +68,7 @@ impl StartupFailure {
                 escape(&self.error)
             )
         } else {
-            "<p>The details are in the extension's log file and trace channel, and on this page when \
+            "<p>The details are in the log file beside the DLL and trace channel, and on this page when \
              it is opened on the server itself.</p>"
                 .to_owned()
         };
