@@ -286,5 +286,9 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+        // The same through an environment override.
+        let env = [("T_HEADER".to_owned(), "SERVER_NAME".to_owned())];
+        let err = config::from_str::<Settings>("", None, "T", env).unwrap_err();
+        assert!(err.to_string().contains("REMOTE_USER, LOGON_USER"), "{err}");
     }
 }
