@@ -273,8 +273,16 @@ async fn run<C: IisRequest>(
         match reader {
             None => respond.await,
             Some((tx, pre)) => {
+                // A body that fails (cut short, malformed, a read error)
+                // reaches the app as a body error; the app still answers,
+                // and a client still connected gets that answer. Only the
+                // answer's own failure means the client is gone.
                 let read = read_body(&exchange, tx, pre, known);
-                tokio::try_join!(read, respond).map(|_| ())
+                let (read, answered) = tokio::join!(read, respond);
+                if read.is_err() {
+                    exchange.keep_conn.store(false, Ordering::Release);
+                }
+                answered
             }
         }
     };
@@ -339,8 +347,13 @@ async fn read_body<C: IisRequest>(
         };
         match read {
             Ok(chunk) if chunk.is_empty() => {
-                if total.is_some() {
-                    tx.abort("the client closed the connection before sending the whole body")
+                if let Some(t) = total {
+                    tracing::warn!(
+                        received = got,
+                        declared = t,
+                        "the request body ended before its declared length"
+                    );
+                    tx.abort("the request body ended before its declared length")
                         .await;
                     return Err(ClientGone);
                 }
@@ -353,6 +366,7 @@ async fn read_body<C: IisRequest>(
                 }
             }
             Err(e) => {
+                tracing::warn!(received = got, error = %e, "reading the request body failed");
                 tx.abort(e).await;
                 return Err(ClientGone);
             }

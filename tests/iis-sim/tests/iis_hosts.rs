@@ -119,6 +119,7 @@ for_both_hosts!(
     with_the_first_step_off_iis_threads_only_hand_requests_over,
     host_variables_are_iis_own_and_read_only_while_the_request_runs,
     the_connection_is_mapped_with_few_calls_into_iis,
+    a_malformed_body_is_answered_and_never_taken_for_success,
 );
 
 async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle(package: &str) {
@@ -439,6 +440,29 @@ async fn keep_alive_follows_the_request_and_the_response(package: &str) {
         .await
         .unwrap();
     assert_eq!(conn.read_response(false).await.unwrap().status, 200);
+    finish(sim).await;
+}
+
+/// A body that fails (here a malformed chunk) reaches the app as a body
+/// error and the client still gets an answer — the app's, or the server's
+/// own 400 — never an empty 200 that passes for success.
+async fn a_malformed_body_is_answered_and_never_taken_for_success(package: &str) {
+    use kallithea_conformance::client::RawConn;
+    let dll = install(package, "badbody", "worker_threads = 2\n");
+    let sim = start(&dll, |_| {}).await;
+    let mut conn = RawConn::connect(sim.local_addr()).await.unwrap();
+    conn.send(b"POST /echo HTTP/1.1\r\nHost: k\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n")
+        .await
+        .unwrap();
+    let r = conn.read_response(false).await.unwrap();
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    let app_saw_it = r.status == 200 && text.contains("body_error");
+    assert!(
+        r.status == 400 || app_saw_it,
+        "status {} with {text:?}",
+        r.status
+    );
+    settled(&sim, sim.stats().requests).await;
     finish(sim).await;
 }
 
