@@ -4,6 +4,31 @@
 //! [`request_from_server_variables`] turns the variables into the core
 //! request's head and facts ([`HostFacts`]: connection, mount point, kept
 //! variables, identity).
+//!
+//! What the mapping needs, and what it does without the optional ones (a
+//! missing optional fact never fails a request; a value a host does report
+//! must parse):
+//!
+//! | variable | needed | without it |
+//! |---|---|---|
+//! | the method (`lpszMethod`) | required | 400 |
+//! | `HTTP_URL` | optional | the decoded `UNICODE_URL` (else `URL` if ASCII) encoded again, plus `QUERY_STRING`; a non-ASCII path only in the code page is refused (400) |
+//! | `URL` / `UNICODE_URL` | only without `HTTP_URL` | 400 |
+//! | `QUERY_STRING` | optional | no query |
+//! | `ALL_RAW` | required | 400: the headers are the request |
+//! | `SERVER_PROTOCOL` | optional | HTTP/1.1 |
+//! | `REMOTE_ADDR` | required | 400 |
+//! | `REMOTE_PORT`, `SERVER_PORT` | optional | port 0 |
+//! | `LOCAL_ADDR` | optional | `SERVER_ADDR`, else unknown (`0.0.0.0`) |
+//! | `HTTPS` | optional | not secure |
+//! | `APPL_MD_PATH` | optional | mounted at the site root |
+//! | `UNICODE_REMOTE_USER` | optional | `REMOTE_USER` (code page; see the identity rules) |
+//! | `REMOTE_USER`, `AUTH_TYPE` | optional | no identity; scheme `unknown` |
+//! | `LOGON_USER`, `AUTH_USER`, `APPL_PHYSICAL_PATH`, `SERVER_NAME`, `INSTANCE_ID` | optional | missing from `HostVariables` |
+//!
+//! The native module reads the method, target, headers and addresses from
+//! `HTTP_REQUEST` and the request object, so of this table only the kept
+//! variables and the identity concern it.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -108,6 +133,56 @@ fn socket(
     Ok(SocketAddr::new(ip, port))
 }
 
+/// Appends the decoded path `path` with every byte a path may not hold as
+/// it is (controls, space, non-ASCII, `%`, `?`, `#` and the like)
+/// percent-encoded.
+fn encode_path(path: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in path {
+        let keep = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b);
+        if keep {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
+/// The local address: `LOCAL_ADDR`, else `SERVER_ADDR` (a host's other
+/// name for it), else unknown (the unspecified address), with
+/// `SERVER_PORT`. An invalid value is still an error: a host that reports
+/// something must report it right.
+fn local_socket(vars: &dyn ServerVariables, buf: &mut Vec<u8>) -> Result<SocketAddr, MappingError> {
+    match socket(vars, "LOCAL_ADDR", "SERVER_PORT", buf) {
+        Err(MappingError::Missing(_)) => match socket(vars, "SERVER_ADDR", "SERVER_PORT", buf) {
+            Err(MappingError::Missing(_)) => {
+                let port = socket_port(vars, buf)?;
+                Ok(SocketAddr::new(
+                    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    port,
+                ))
+            }
+            other => other,
+        },
+        other => other,
+    }
+}
+
+/// `SERVER_PORT`, or 0 when the host has none.
+fn socket_port(vars: &dyn ServerVariables, buf: &mut Vec<u8>) -> Result<u16, MappingError> {
+    Ok(parse_at_end(vars, "SERVER_PORT", buf, |v| {
+        text("SERVER_PORT", v)?
+            .trim()
+            .parse::<u16>()
+            .map_err(|_| MappingError::Invalid {
+                name: "SERVER_PORT",
+                why: "not a port number".into(),
+            })
+    })
+    .transpose()?
+    .unwrap_or(0))
+}
+
 /// Builds the request head and facts from server variables; `method` is the
 /// ECB's (or `REQUEST_METHOD`).
 ///
@@ -160,10 +235,31 @@ fn map_request(
     // request.)
     let mut arena = Vec::with_capacity(512);
     if !vars.append("HTTP_URL", &mut arena) || arena.is_empty() {
+        // No raw URL: the decoded path (`UNICODE_URL` when the host has it,
+        // as the plain form may have lost characters to the code page),
+        // encoded again, and the query as it came.
         arena.clear();
-        if !vars.append("URL", &mut arena) {
-            return Err(MappingError::Missing("HTTP_URL"));
-        }
+        let mut decoded = String::new();
+        let path = if vars.append_unicode("UNICODE_URL", &mut decoded) && !decoded.is_empty() {
+            decoded.into_bytes()
+        } else {
+            let mut plain = Vec::new();
+            if !vars.append("URL", &mut plain) || plain.is_empty() {
+                return Err(MappingError::Missing("HTTP_URL"));
+            }
+            if !plain.is_ascii() {
+                // In the host's code page, which may have replaced what it
+                // cannot hold: not the path the client asked for.
+                return Err(MappingError::Invalid {
+                    name: "URL",
+                    why: "the path is not ASCII and the host reports neither HTTP_URL nor \
+                          UNICODE_URL, so its code-page form cannot be trusted"
+                        .into(),
+                });
+            }
+            plain
+        };
+        encode_path(&path, &mut arena);
         let path_end = arena.len();
         arena.push(b'?');
         if !vars.append("QUERY_STRING", &mut arena) || arena.len() == path_end + 1 {
@@ -180,7 +276,11 @@ fn map_request(
     })
     .unwrap_or(Version::HTTP_11);
     let raw_headers = arena.len()..{
-        vars.append("ALL_RAW", &mut arena);
+        // The request's headers: without them the app would run on a
+        // different request than the client sent.
+        if !vars.append("ALL_RAW", &mut arena) {
+            return Err(MappingError::Missing("ALL_RAW"));
+        }
         arena.len()
     };
     let facts = RawFacts::read(vars, &mut arena, live, None)?;
@@ -304,7 +404,7 @@ impl RawFacts {
             Some(given) => given,
             None => (
                 socket(vars, "REMOTE_ADDR", "REMOTE_PORT", arena)?,
-                socket(vars, "LOCAL_ADDR", "SERVER_PORT", arena)?,
+                local_socket(vars, arena)?,
             ),
         };
         Ok(RawFacts {
@@ -729,6 +829,65 @@ mod tests {
         assert_eq!(
             request_from_server_variables(&v, "GET").unwrap_err(),
             MappingError::Missing("HTTP_URL")
+        );
+    }
+
+    #[test]
+    fn a_decoded_url_is_encoded_again_and_a_code_page_one_refused() {
+        let mut v = Vars::base();
+        v.plain.remove("HTTP_URL");
+        v.unicode
+            .insert("UNICODE_URL", "/portal/caf\u{e9} x%/?#".into());
+        v.plain.insert("QUERY_STRING", b"q=1%2F2".to_vec());
+        let r = request_from_server_variables(&v, "GET").unwrap().parts;
+        assert_eq!(r.uri.path(), "/portal/caf%C3%A9%20x%25/%3F%23");
+        assert_eq!(r.uri.query(), Some("q=1%2F2"));
+        // Only the plain form, in the code page: ASCII is taken, the rest
+        // refused.
+        v.unicode.remove("UNICODE_URL");
+        v.plain.insert("URL", b"/portal/a b".to_vec());
+        let r = request_from_server_variables(&v, "GET").unwrap().parts;
+        assert_eq!(r.uri.path(), "/portal/a%20b");
+        v.plain.insert("URL", b"/portal/caf\xe9".to_vec());
+        assert!(matches!(
+            request_from_server_variables(&v, "GET").unwrap_err(),
+            MappingError::Invalid { name: "URL", .. }
+        ));
+    }
+
+    #[test]
+    fn a_missing_local_address_falls_back_or_stays_unknown() {
+        let mut v = Vars::base();
+        v.plain.remove("LOCAL_ADDR");
+        v.plain.insert("SERVER_ADDR", b"192.0.2.9".to_vec());
+        let r = request_from_server_variables(&v, "GET").unwrap().parts;
+        let c = r.extensions.get::<ConnectionInfo>().unwrap();
+        assert_eq!(c.local, "192.0.2.9:443".parse().unwrap());
+        v.plain.remove("SERVER_ADDR");
+        let r = request_from_server_variables(&v, "GET").unwrap().parts;
+        let c = r.extensions.get::<ConnectionInfo>().unwrap();
+        assert_eq!(c.local, "0.0.0.0:443".parse().unwrap());
+        v.plain.insert("LOCAL_ADDR", b"not an address".to_vec());
+        assert!(matches!(
+            request_from_server_variables(&v, "GET").unwrap_err(),
+            MappingError::Invalid {
+                name: "LOCAL_ADDR",
+                ..
+            }
+        ));
+        v.plain.remove("LOCAL_ADDR");
+        let all_raw = v.plain.remove("ALL_RAW").unwrap();
+        assert_eq!(
+            request_from_server_variables(&v, "GET").unwrap_err(),
+            MappingError::Missing("ALL_RAW"),
+            "no headers is not an empty request"
+        );
+        v.plain.insert("ALL_RAW", all_raw);
+        v.plain.remove("REMOTE_ADDR");
+        assert_eq!(
+            request_from_server_variables(&v, "GET").unwrap_err(),
+            MappingError::Missing("REMOTE_ADDR"),
+            "the client's address is required"
         );
     }
 

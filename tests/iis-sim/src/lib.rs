@@ -119,6 +119,7 @@ mod tests {
             vdir: "/".into(),
             site_id: 1,
             physical_path: "".into(),
+            absent: Arc::from(Vec::new()),
         };
         let req = Arc::new(SimRequest {
             seq,
@@ -318,7 +319,8 @@ mod tests {
         );
         info.target = b"/portal/a%20b?x=1&y".to_vec();
         info.path_end = "/portal/a%20b".len();
-        assert_eq!(text(&info, "URL"), "/portal/a%20b");
+        // URL is decoded, as IIS reports it; HTTP_URL is the raw form.
+        assert_eq!(text(&info, "URL"), "/portal/a b");
         assert_eq!(text(&info, "QUERY_STRING"), "x=1&y");
         assert_eq!(text(&info, "HTTP_URL"), "/portal/a%20b?x=1&y");
         info.target = b"/p".to_vec();

@@ -226,6 +226,7 @@ pub(crate) fn request_info(
         vdir: Arc::clone(&shared.site.vdir),
         site_id: shared.config.site_id,
         physical_path: Arc::clone(&shared.site.physical_path),
+        absent: Arc::clone(&shared.site.absent),
     }
 }
 

@@ -24,6 +24,11 @@ pub struct Config {
     /// How long a recycle or shutdown waits for in-flight requests before
     /// calling `TerminateExtension` (IIS's `shutdownTimeLimit`).
     pub shutdown_time_limit: Duration,
+    /// Server variables this host does not report (`GetServerVariable`
+    /// fails with `ERROR_INVALID_INDEX`), as hosts other than IIS may not:
+    /// `LOCAL_ADDR`, `HTTP_URL`, `UNICODE_REMOTE_USER`… (upper case; a
+    /// `UNICODE_` name removes only that form).
+    pub absent_variables: Vec<String>,
 }
 
 impl Config {
@@ -38,6 +43,7 @@ impl Config {
             read_ahead: 48 * 1024,
             iis_threads: 0,
             shutdown_time_limit: Duration::from_secs(30),
+            absent_variables: Vec::new(),
         }
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct Site {
     pub(crate) physical_path: Arc<str>,
     /// The DLL's path (`lpszPathTranslated`).
     pub(crate) dll_path: String,
+    /// The variables this host does not report, shared by every request.
+    pub(crate) absent: Arc<[String]>,
 }
 
 pub(crate) struct Shared {
@@ -55,6 +57,7 @@ impl Shared {
                 .unwrap_or_default()
                 .into(),
             dll_path: config.dll.display().to_string(),
+            absent: config.absent_variables.clone().into(),
         };
         let shared = Arc::new(Shared {
             pool: IisPool::new(config.iis_threads),

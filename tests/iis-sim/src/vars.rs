@@ -25,6 +25,8 @@ pub(crate) struct RequestInfo {
     pub vdir: Arc<str>,
     pub site_id: u32,
     pub physical_path: Arc<str>,
+    /// Variables this host does not report ([`Config::absent_variables`](crate::Config::absent_variables)).
+    pub absent: Arc<[String]>,
 }
 
 /// Appends `s` in the system code page: Windows-1252's Latin-1 part as is,
@@ -142,6 +144,7 @@ impl RequestInfo {
             vdir: self.vdir.clone(),
             site_id: self.site_id,
             physical_path: self.physical_path.clone(),
+            absent: self.absent.clone(),
         }
     }
 
@@ -175,9 +178,12 @@ impl RequestInfo {
                 out.extend_from_slice(&self.target);
                 Kind::Bytes
             }
+            // Decoded, as IIS reports them (HTTP_URL is the raw form).
             "URL" | "SCRIPT_NAME" | "PATH_INFO" => {
-                out.extend_from_slice(self.path());
-                Kind::Bytes
+                out.extend_from_slice(
+                    crate::server::cook_path(&String::from_utf8_lossy(self.path())).as_bytes(),
+                );
+                Kind::Text
             }
             "QUERY_STRING" => {
                 out.extend_from_slice(self.query());
@@ -275,6 +281,9 @@ impl RequestInfo {
         } else {
             Cow::Borrowed(name)
         };
+        if self.absent.iter().any(|a| *a == *upper) {
+            return Err(ERROR_INVALID_INDEX);
+        }
         match upper.strip_prefix("UNICODE_") {
             Some(base) => RAW.with(|raw| {
                 let mut own = Vec::new();

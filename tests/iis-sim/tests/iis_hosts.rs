@@ -120,6 +120,7 @@ for_both_hosts!(
     host_variables_are_iis_own_and_read_only_while_the_request_runs,
     the_connection_is_mapped_with_few_calls_into_iis,
     a_malformed_body_is_answered_and_never_taken_for_success,
+    every_optional_variable_may_be_absent,
 );
 
 async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle(package: &str) {
@@ -440,6 +441,68 @@ async fn keep_alive_follows_the_request_and_the_response(package: &str) {
         .await
         .unwrap();
     assert_eq!(conn.read_response(false).await.unwrap().status, 200);
+    finish(sim).await;
+}
+
+/// A host may lack any of the variables the mapping can do without (the
+/// table in `host_iis::mapping`): the request still runs, with the
+/// fallback. The raw URL absent, the decoded `URL` (or `UNICODE_URL`) and
+/// `QUERY_STRING` give the same target, encoded again.
+async fn every_optional_variable_may_be_absent(package: &str) {
+    let dll = install(package, "absent", "worker_threads = 2\n");
+    let optional = [
+        "HTTP_URL",
+        "UNICODE_URL",
+        "LOCAL_ADDR",
+        "SERVER_PORT",
+        "REMOTE_PORT",
+        "HTTPS",
+        "SERVER_PROTOCOL",
+        "APPL_MD_PATH",
+        "INSTANCE_ID",
+        "APPL_PHYSICAL_PATH",
+        "UNICODE_REMOTE_USER",
+    ];
+    let sets: Vec<Vec<String>> = optional.iter().map(|v| vec![(*v).to_owned()]).collect();
+    for absent in sets {
+        let label = absent.join(",");
+        let sim = start(&dll, |c| c.absent_variables = absent).await;
+        let r = Client::new(sim.local_addr())
+            .get("/echo/caf%C3%A9%20x?q=1%2F2&r=%20")
+            .await
+            .unwrap();
+        let text = r.text();
+        assert_eq!(r.status, StatusCode::OK, "without {label}: {text}");
+        assert!(
+            // The echo app writes `%` as `%25`.
+            text.contains("path: /echo/caf%25C3%25A9%2520x\n"),
+            "without {label}: {text}"
+        );
+        assert!(
+            text.contains("query: q=1%252F2&r=%2520\n"),
+            "without {label}: {text}"
+        );
+        finish(sim).await;
+    }
+
+    // All of them absent at once: an ASCII path still arrives whole; a
+    // non-ASCII one only in the host's code page (no raw or UNICODE_ form),
+    // which is refused rather than guessed.
+    let all: Vec<String> = optional.iter().map(|v| (*v).to_owned()).collect();
+    let sim = start(&dll, |c| c.absent_variables = all).await;
+    let client = Client::new(sim.local_addr());
+    let r = client.get("/echo/a%20b?q=1").await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r.text().contains("path: /echo/a%2520b\n"), "{}", r.text());
+    let r = client.get("/echo/caf%C3%A9").await.unwrap();
+    if package.contains("native") {
+        // The native module takes the path from HTTP_REQUEST, not from
+        // server variables.
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    } else {
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+        assert!(r.text().contains("UNICODE_URL"), "{}", r.text());
+    }
     finish(sim).await;
 }
 
