@@ -13,6 +13,7 @@
 //! |---|---|---|
 //! | the method (`lpszMethod`) | required | 400 |
 //! | `HTTP_URL` | optional | the decoded `UNICODE_URL` (else `URL` if ASCII) encoded again, plus `QUERY_STRING`; a non-ASCII path only in the code page is refused (400) |
+//! | | | when the request carries a `URL` header (which a host deriving `HTTP_<NAME>` from headers would turn into `HTTP_URL`), its path must match the host's decoded `UNICODE_URL`/`URL`, else 400 — the only variable the mapping reads whose name a client header can produce |
 //! | `URL` / `UNICODE_URL` | only without `HTTP_URL` | 400 |
 //! | `QUERY_STRING` | optional | no query |
 //! | `ALL_RAW` | required | 400: the headers are the request |
@@ -148,6 +149,85 @@ fn encode_path(path: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Checks that the path of `raw` (the `HTTP_URL` target) is the path the
+/// host itself decoded (`UNICODE_URL`, else an ASCII `URL`), compared after
+/// decoding and the normalisation a server applies (dot segments, `\`,
+/// repeated `/`, trailing dots and spaces of a segment, ASCII case). A host
+/// that reports no decoded path cannot vouch for the raw one.
+fn check_raw_path(vars: &dyn ServerVariables, raw: &[u8]) -> Result<(), MappingError> {
+    let refuse = |why: &str| {
+        tracing::warn!(
+            raw = %String::from_utf8_lossy(raw),
+            "{why}; refusing the request"
+        );
+        Err(MappingError::Invalid {
+            name: "HTTP_URL",
+            why: why.to_owned(),
+        })
+    };
+    let mut unicode = String::new();
+    let decoded = if vars.append_unicode("UNICODE_URL", &mut unicode) && !unicode.is_empty() {
+        unicode.into_bytes()
+    } else {
+        let mut plain = Vec::new();
+        if !vars.append("URL", &mut plain) || plain.is_empty() || !plain.is_ascii() {
+            return refuse(
+                "the request has a URL header, which some hosts turn into HTTP_URL, and the \
+                 host reports no decoded URL to check the path against",
+            );
+        }
+        plain
+    };
+    let path = raw.split(|&b| b == b'?').next().unwrap_or_default();
+    if normalized_path(&percent_decoded(path)) != normalized_path(&decoded) {
+        return refuse(
+            "HTTP_URL's path is not the host's own URL: a client's URL header may have \
+             replaced it",
+        );
+    }
+    Ok(())
+}
+
+/// `bytes` with every `%XX` decoded (other `%`s kept).
+fn percent_decoded(bytes: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+/// A decoded path as a server compares it: `\` as `/`, empty and `.`
+/// segments dropped, `..` taking the previous one, trailing dots and spaces
+/// of each segment dropped, ASCII lower case.
+fn normalized_path(path: &[u8]) -> Vec<Vec<u8>> {
+    let mut segments: Vec<Vec<u8>> = Vec::new();
+    for segment in path.split(|&b| b == b'/' || b == b'\\') {
+        let mut s = segment.to_ascii_lowercase();
+        while s.last().is_some_and(|&b| b == b'.' || b == b' ') && s != b"." && s != b".." {
+            s.pop();
+        }
+        match s.as_slice() {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            _ => segments.push(s),
+        }
+    }
+    segments
+}
+
 /// The local address: `LOCAL_ADDR`, else `SERVER_ADDR` (a host's other
 /// name for it), else unknown (the unspecified address), with
 /// `SERVER_PORT`. An invalid value is still an error: a host that reports
@@ -234,7 +314,8 @@ fn map_request(
     // own allocation or two, were a measurable part of an in-process
     // request.)
     let mut arena = Vec::with_capacity(512);
-    if !vars.append("HTTP_URL", &mut arena) || arena.is_empty() {
+    let raw_url = vars.append("HTTP_URL", &mut arena) && !arena.is_empty();
+    if !raw_url {
         // No raw URL: the decoded path (`UNICODE_URL` when the host has it,
         // as the plain form may have lost characters to the code page),
         // encoded again, and the query as it came.
@@ -286,6 +367,12 @@ fn map_request(
     let facts = RawFacts::read(vars, &mut arena, live, None)?;
     let arena = Bytes::from(arena);
     let headers = parse_header_bytes(&arena.slice(raw_headers))?;
+    if raw_url && headers.contains_key("url") {
+        // A host that derives `HTTP_<NAME>` from every request header lets
+        // this client header stand in for the raw URL: the app would run
+        // another path than the host authorised and routed.
+        check_raw_path(vars, &arena[..target])?;
+    }
     let uri = Uri::from_maybe_shared(arena.slice(..target)).map_err(|e| MappingError::Invalid {
         name: "HTTP_URL",
         why: e.to_string(),
@@ -889,6 +976,52 @@ mod tests {
             MappingError::Missing("REMOTE_ADDR"),
             "the client's address is required"
         );
+    }
+
+    #[test]
+    fn a_url_header_cannot_choose_the_path() {
+        let mut v = Vars::base();
+        // The host's own decoded URL for the raw target of `Vars::base`.
+        v.plain.insert("URL", b"/portal/users/caf\xc3\xa9".to_vec());
+        v.unicode
+            .insert("UNICODE_URL", "/portal/users/caf\u{e9}".into());
+        v.plain.insert(
+            "ALL_RAW",
+            b"Host: example\r\nURL: /portal/admin\r\n".to_vec(),
+        );
+        // HTTP_URL as IIS reports it: the raw target matches URL.
+        assert!(request_from_server_variables(&v, "GET").is_ok());
+        // A host that let the header replace it.
+        v.plain.insert("HTTP_URL", b"/portal/admin".to_vec());
+        assert!(matches!(
+            request_from_server_variables(&v, "GET").unwrap_err(),
+            MappingError::Invalid {
+                name: "HTTP_URL",
+                ..
+            }
+        ));
+        // No decoded URL to check against: refused too.
+        v.unicode.remove("UNICODE_URL");
+        v.plain.remove("URL");
+        assert!(request_from_server_variables(&v, "GET").is_err());
+        // Without a URL header nothing can have replaced HTTP_URL.
+        v.plain.insert("ALL_RAW", b"Host: example\r\n".to_vec());
+        assert!(request_from_server_variables(&v, "GET").is_ok());
+    }
+
+    #[test]
+    fn paths_compare_as_a_server_normalises_them() {
+        let same = |a: &str, b: &str| {
+            normalized_path(&percent_decoded(a.as_bytes())) == normalized_path(b.as_bytes())
+        };
+        assert!(same("/a/./b//c", "/a/b/c"));
+        assert!(same("/a/x/%2e%2e/b", "/a/b"));
+        assert!(same("/A/B.", "/a/b"));
+        assert!(same("/a%5cb", "/a/b"));
+        assert!(same("/caf%C3%A9%20x", "/caf\u{e9} x"));
+        assert!(!same("/public", "/admin"));
+        assert!(!same("/a/b", "/a/c"));
+        assert!(!same("/a/..%2fadmin", "/a/public"));
     }
 
     #[test]

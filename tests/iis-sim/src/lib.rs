@@ -120,6 +120,7 @@ mod tests {
             site_id: 1,
             physical_path: "".into(),
             absent: Arc::from(Vec::new()),
+            header_derived: false,
         };
         let req = Arc::new(SimRequest {
             seq,

@@ -227,6 +227,7 @@ pub(crate) fn request_info(
         site_id: shared.config.site_id,
         physical_path: Arc::clone(&shared.site.physical_path),
         absent: Arc::clone(&shared.site.absent),
+        header_derived: shared.site.header_derived,
     }
 }
 

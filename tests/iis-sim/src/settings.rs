@@ -29,6 +29,10 @@ pub struct Config {
     /// `LOCAL_ADDR`, `HTTP_URL`, `UNICODE_REMOTE_USER`… (upper case; a
     /// `UNICODE_` name removes only that form).
     pub absent_variables: Vec<String>,
+    /// Whether `HTTP_<NAME>` comes from the request header `<NAME>` for
+    /// every name, even where the server has a variable of its own
+    /// (`HTTP_URL` from a client's `URL:` header), as some non-IIS hosts do.
+    pub header_derived_variables: bool,
 }
 
 impl Config {
@@ -44,6 +48,7 @@ impl Config {
             iis_threads: 0,
             shutdown_time_limit: Duration::from_secs(30),
             absent_variables: Vec::new(),
+            header_derived_variables: false,
         }
     }
 }

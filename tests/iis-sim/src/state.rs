@@ -27,6 +27,8 @@ pub(crate) struct Site {
     pub(crate) dll_path: String,
     /// The variables this host does not report, shared by every request.
     pub(crate) absent: Arc<[String]>,
+    /// [`Config::header_derived_variables`].
+    pub(crate) header_derived: bool,
 }
 
 pub(crate) struct Shared {
@@ -58,6 +60,7 @@ impl Shared {
                 .into(),
             dll_path: config.dll.display().to_string(),
             absent: config.absent_variables.clone().into(),
+            header_derived: config.header_derived_variables,
         };
         let shared = Arc::new(Shared {
             pool: IisPool::new(config.iis_threads),

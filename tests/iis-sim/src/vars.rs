@@ -27,6 +27,8 @@ pub(crate) struct RequestInfo {
     pub physical_path: Arc<str>,
     /// Variables this host does not report ([`Config::absent_variables`](crate::Config::absent_variables)).
     pub absent: Arc<[String]>,
+    /// [`Config::header_derived_variables`](crate::Config::header_derived_variables).
+    pub header_derived: bool,
 }
 
 /// Appends `s` in the system code page: Windows-1252's Latin-1 part as is,
@@ -145,6 +147,7 @@ impl RequestInfo {
             site_id: self.site_id,
             physical_path: self.physical_path.clone(),
             absent: self.absent.clone(),
+            header_derived: self.header_derived,
         }
     }
 
@@ -168,6 +171,14 @@ impl RequestInfo {
     /// prefix) to `out`; `None` for a name IIS does not know.
     fn value(&self, name: &str, out: &mut Vec<u8>) -> Option<Kind> {
         use std::io::Write as _;
+        if self.header_derived {
+            if let Some(header) = name.strip_prefix("HTTP_") {
+                if self.header(header, out) {
+                    return Some(Kind::Bytes);
+                }
+            }
+        }
+
         let mut text = |s: &str| {
             out.extend_from_slice(s.as_bytes());
             Kind::Text

@@ -121,6 +121,7 @@ for_both_hosts!(
     the_connection_is_mapped_with_few_calls_into_iis,
     a_malformed_body_is_answered_and_never_taken_for_success,
     every_optional_variable_may_be_absent,
+    a_url_header_cannot_choose_the_path_the_app_runs,
 );
 
 async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle(package: &str) {
@@ -504,6 +505,38 @@ async fn every_optional_variable_may_be_absent(package: &str) {
         assert!(r.text().contains("UNICODE_URL"), "{}", r.text());
     }
     finish(sim).await;
+}
+
+/// A host that turns every request header into `HTTP_<NAME>` lets a
+/// client's `URL:` header stand in for `HTTP_URL`: the ISAPI extension
+/// checks the path against the host's own decoded URL and refuses the
+/// request; the native module reads the path from `HTTP_REQUEST` anyway.
+async fn a_url_header_cannot_choose_the_path_the_app_runs(package: &str) {
+    use kallithea_conformance::client::RawConn;
+    let dll = install(package, "urlheader", "worker_threads = 2\n");
+    for derived in [false, true] {
+        let sim = start(&dll, |c| c.header_derived_variables = derived).await;
+        let mut conn = RawConn::connect(sim.local_addr()).await.unwrap();
+        conn.send(b"GET /echo/public HTTP/1.1\r\nHost: k\r\nURL: /echo/admin?x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let r = conn.read_response(false).await.unwrap();
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        if derived && !package.contains("native") {
+            assert_eq!(r.status, 400, "{text}");
+            assert!(text.contains("URL header"), "{text}");
+        } else {
+            assert_eq!(r.status, 200, "derived {derived}: {text}");
+            assert!(text.contains("path: /echo/public\n"), "{text}");
+        }
+        // Without the header, nothing to check: served.
+        let r = Client::new(sim.local_addr())
+            .get("/echo/public")
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        finish(sim).await;
+    }
 }
 
 /// A body that fails (here a malformed chunk) reaches the app as a body
