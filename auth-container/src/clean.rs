@@ -200,8 +200,16 @@ pub fn clean_name(raw: &str, settings: &Settings) -> Result<CleanName, NameRefus
     // The characters as written (a compatibility character such as the
     // Kelvin sign would vanish into its canonical twin under NFC), and as
     // composed (`I` + U+0307 composes to `İ`, whose case does not round-trip).
-    for c in raw.chars().chain(raw.nfc()) {
-        check_char(c, settings.case_insensitive)?;
+    // ASCII is its own NFC form: the common name is checked once.
+    let ascii = raw.is_ascii();
+    if ascii {
+        if raw.bytes().any(|b| b.is_ascii_control()) {
+            return Err(NameRefused::ControlCharacters);
+        }
+    } else {
+        for c in raw.chars().chain(raw.nfc()) {
+            check_char(c, settings.case_insensitive)?;
+        }
     }
     let parts = split(raw)?;
     if parts.domain.is_some() && parts.realm.is_some() && !settings.allow_domain_and_realm {
@@ -229,7 +237,13 @@ pub fn clean_name(raw: &str, settings: &Settings) -> Result<CleanName, NameRefus
     } else {
         raw
     };
-    let username: String = if settings.case_insensitive {
+    let username: String = if ascii {
+        if settings.case_insensitive {
+            kept.to_ascii_lowercase()
+        } else {
+            kept.to_owned()
+        }
+    } else if settings.case_insensitive {
         // NFC first so that a decomposed capital folds like the composed one,
         // then NFC again: lower-casing may leave marks to recompose.
         kept.nfc()
@@ -240,7 +254,12 @@ pub fn clean_name(raw: &str, settings: &Settings) -> Result<CleanName, NameRefus
     } else {
         kept.nfc().collect()
     };
-    if username.chars().count() > settings.max_username_length {
+    let length = if ascii {
+        username.len()
+    } else {
+        username.chars().count()
+    };
+    if length > settings.max_username_length {
         return Err(NameRefused::TooLong(settings.max_username_length));
     }
     Ok(CleanName {

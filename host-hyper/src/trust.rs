@@ -174,18 +174,20 @@ pub(crate) fn evaluate(
     peer: IpAddr,
 ) -> Result<Forwarded, String> {
     let Some(trust) = trust else {
-        strip(headers, DEFAULTS, false);
+        strip(headers, DEFAULTS, None);
         return Ok(Forwarded::default());
     };
     let secret_header = trust.secret_header.as_str();
     let identity_header = trust.identity_header.as_str();
+    let configured = [secret_header, identity_header];
     // The default names go too when others are configured: an app written
     // for the defaults must never see a client's copy.
-    for default in DEFAULTS {
-        if !same_cgi_name(default, secret_header) && !same_cgi_name(default, identity_header) {
-            remove_spellings(headers, default);
-        }
-    }
+    let framework = [
+        secret_header,
+        identity_header,
+        DEFAULT_SECRET_HEADER,
+        DEFAULT_IDENTITY_HEADER,
+    ];
 
     // Every spelling of the secret header must carry the right secret.
     let mut presented = false;
@@ -204,13 +206,13 @@ pub(crate) fn evaluate(
         if presented {
             tracing::warn!(%peer, "pairing secret presented by an address that is not a trusted proxy; check trust.proxies, and rotate the secret if this peer should not know it");
         }
-        strip(headers, &[secret_header, identity_header], false);
+        strip(headers, &framework, None);
         return Ok(Forwarded::default());
     }
 
     // A paired proxy: believe the exact spellings it sends, drop the variants a
     // client might have smuggled through it, and never show the secret to the app.
-    strip(headers, &[secret_header, identity_header], true);
+    strip(headers, &framework, Some(&configured));
     headers.remove(&trust.secret_header);
 
     let mut forwarded = Forwarded {
@@ -245,15 +247,14 @@ pub(crate) fn evaluate(
     Ok(forwarded)
 }
 
-/// Removes policed headers and `extra` names. With `keep_exact`, a header is
-/// kept when its name is spelled exactly as the policed name (only `_` variants go).
-fn strip(headers: &mut HeaderMap, extra: &[&str], keep_exact: bool) {
+/// Removes every spelling (`-` or `_`, any case) of the policed headers and
+/// of `extra`. With `keep_exact`, a header spelled exactly as a policed name
+/// or as one of `keep_exact` stays (a paired proxy's own headers).
+fn strip(headers: &mut HeaderMap, extra: &[&str], keep_exact: Option<&[&str]>) {
     let doomed = |name: &HeaderName| {
         let name = name.as_str();
-        POLICED
-            .iter()
-            .chain(extra)
-            .any(|p| same_cgi_name(name, p) && !(keep_exact && name == *p))
+        let kept = keep_exact.is_some_and(|k| POLICED.contains(&name) || k.contains(&name));
+        !kept && POLICED.iter().chain(extra).any(|p| same_cgi_name(name, p))
     };
     // Most requests carry none of these: look before allocating.
     if !headers.keys().any(doomed) {
@@ -262,21 +263,6 @@ fn strip(headers: &mut HeaderMap, extra: &[&str], keep_exact: bool) {
     let doomed: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
     for name in doomed {
         headers.remove(&name);
-    }
-}
-
-/// Removes every spelling of `name` (`-` or `_`, any case).
-fn remove_spellings(headers: &mut HeaderMap, name: &str) {
-    if !headers.keys().any(|k| same_cgi_name(k.as_str(), name)) {
-        return;
-    }
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| same_cgi_name(k.as_str(), name))
-        .cloned()
-        .collect();
-    for k in doomed {
-        headers.remove(&k);
     }
 }
 
