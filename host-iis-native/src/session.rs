@@ -39,6 +39,7 @@ pub(crate) fn execute(
         );
         return RQ_NOTIFICATION_FINISH_REQUEST;
     };
+    shared.hold(running.open_session());
     let Some(head) = shared.raw_head() else {
         native.answer_now(StatusCode::BAD_REQUEST, "IIS gave no request");
         return RQ_NOTIFICATION_FINISH_REQUEST;

@@ -37,9 +37,11 @@ mod lifecycle;
 pub mod mapping;
 pub mod request;
 pub mod runtime;
+mod sessions;
 pub mod startup;
 pub mod variables;
 
 pub use ffi::module_path;
 pub use guard::guarded;
 pub use lifecycle::{Lifecycle, MakeApp, Running, Startup, DEFAULT_LOG_FILTER};
+pub use sessions::SessionGuard;

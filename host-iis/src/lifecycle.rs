@@ -86,6 +86,7 @@ pub struct Running {
     drain: Duration,
     log: PathBuf,
     app: RwLock<AppState>,
+    sessions: Arc<crate::sessions::Sessions>,
 }
 
 /// The app's life in the worker process, as a `static` in the DLL (each
@@ -251,6 +252,7 @@ impl Lifecycle {
                 "starting",
                 Instant::now(),
             ))),
+            sessions: Arc::default(),
         });
         let first = running.build_app(loaded);
         running.settle(first);
@@ -265,6 +267,17 @@ impl Lifecycle {
         let running = self.state.write().unwrap_or_else(|e| e.into_inner()).take();
         let Some(running) = running else { return };
         let report = running.runtime.terminate(running.drain);
+        // A cancelled request may still wait for the server's completion
+        // of the operation it had outstanding: that completion runs this
+        // DLL's code, so the server must not unload it before.
+        let open = running.sessions.wait_closed(SESSION_END_LIMIT);
+        if open > 0 {
+            tracing::error!(
+                open,
+                "sessions still open after termination: the server has not completed their \
+                 cancelled operations"
+            );
+        }
         tracing::info!(
             in_flight = report.in_flight,
             cancelled = report.cancelled,
@@ -290,7 +303,23 @@ impl Lifecycle {
     }
 }
 
+/// How long termination waits for the server to complete the operations
+/// of cancelled requests.
+const SESSION_END_LIMIT: Duration = Duration::from_secs(10);
+
 impl Running {
+    /// Opens a session for a request the server handed over; the binding
+    /// drops the guard once it has told the server the request ended.
+    /// Termination waits for every guard.
+    pub fn open_session(&self) -> crate::SessionGuard {
+        self.sessions.open()
+    }
+
+    /// Sessions open now (requests the server has not been told ended).
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.count()
+    }
+
     /// Loads the configuration (or uses `loaded`) and builds the app.
     fn build_app(
         &self,

@@ -107,6 +107,7 @@ impl IisRequest for Connection {
 /// Maps the request and starts it on the runtime; returns what
 /// `HttpExtensionProc` returns.
 pub(crate) fn serve(running: &Arc<Running>, conn: Connection) -> DWORD {
+    conn.hold(running.open_session());
     let Some(method) = conn.method() else {
         conn.answer_now(
             StatusCode::BAD_REQUEST,

@@ -69,6 +69,9 @@ pub(crate) struct Shared {
     /// Set once the final status went back to IIS: the context is gone.
     ended: RwLock<bool>,
     slot: Mutex<IoSlot>,
+    /// Counts the request as open for termination until IIS has its final
+    /// status.
+    session: Mutex<Option<host_iis::SessionGuard>>,
 }
 
 // SAFETY: IIS's request objects may be called from any thread while the
@@ -183,7 +186,13 @@ impl Shared {
             response: NonNull::new(response)?,
             ended: RwLock::new(false),
             slot: Mutex::new(IoSlot::default()),
+            session: Mutex::new(None),
         }))
+    }
+
+    /// Keeps `guard` until the request's final status goes back to IIS.
+    pub(crate) fn hold(&self, guard: host_iis::SessionGuard) {
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
     }
 
     fn lock_slot(&self) -> std::sync::MutexGuard<'_, IoSlot> {
@@ -410,7 +419,9 @@ impl Shared {
         match slot.done {
             Some(keep) if slot.pending.is_none() => {
                 drop(slot);
-                self.finish(keep)
+                let status = self.finish(keep);
+                self.release_session();
+                status
             }
             _ => {
                 slot.handler_returned = true;
@@ -431,7 +442,11 @@ impl Shared {
                 deliver(p, bytes, status);
                 match done {
                     // The end was asked for while this was outstanding.
-                    Some(keep) => self.finish(keep),
+                    Some(keep) => {
+                        let status = self.finish(keep);
+                        self.release_session();
+                        status
+                    }
                     None => RQ_NOTIFICATION_PENDING,
                 }
             }
@@ -457,6 +472,17 @@ impl Shared {
         }
         *ended = true;
         RQ_NOTIFICATION_FINISH_REQUEST
+    }
+
+    /// The request no longer counts as open: its final status is on its way
+    /// back to IIS (the caller returns it, or has passed it on).
+    fn release_session(&self) {
+        drop(
+            self.session
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
     }
 }
 
@@ -720,6 +746,7 @@ impl NativeRequest {
         // told the request ended, and no notification for it is running
         // (the handler returned PENDING, nothing is outstanding).
         unsafe { vcall!(ctx, CONTEXT_INDICATE_COMPLETION, fn(i32); status) };
+        self.shared.release_session();
     }
 
     /// A server variable through `GetServerVariable` (8-bit) or its wide

@@ -17,7 +17,7 @@
 //! every `unsafe` block of a request's path, sits in this one file, to be
 //! reviewed together.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_void, CStr};
 use std::io;
 use std::ptr::{self, NonNull};
@@ -65,8 +65,19 @@ struct Inner {
     /// `true` once `DONE_WITH_SESSION` was sent. Calls into IIS hold the read
     /// side, so the session cannot end in the middle of one.
     done: RwLock<bool>,
+    /// The session's end, asked for on a thread that is itself inside a
+    /// call into IIS for this request (a completion IIS delivered inline):
+    /// [`NO_END`], or the end ([`END_KEEP`], [`END_CLOSE`]) that thread sends
+    /// once its call returns.
+    end_after_call: AtomicU8,
     slot: Mutex<Slot>,
+    /// Counts the request as open for termination until its session ends.
+    session: Mutex<Option<host_iis::SessionGuard>>,
 }
+
+const NO_END: u8 = 0;
+const END_KEEP: u8 = 1;
+const END_CLOSE: u8 = 2;
 
 // SAFETY: IIS lets an extension use a request's ECB and its callbacks from any
 // thread until DONE_WITH_SESSION; `Inner` guards that end with `done`.
@@ -78,6 +89,11 @@ unsafe impl Sync for Inner {}
 const SCRATCH_BYTES: usize = 4096;
 
 thread_local! {
+    /// The request ([`Inner`]'s address) this thread is calling IIS for,
+    /// holding `done`'s read side; 0 when none. IIS may deliver a completion
+    /// on the calling thread before the call returns, and that completion
+    /// must not wait for the lock its own thread holds.
+    static IN_IIS: Cell<usize> = const { Cell::new(0) };
     static BYTES: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
     static WIDE: RefCell<Vec<u16>> = RefCell::new(vec![0; SCRATCH_BYTES / 2]);
 }
@@ -142,21 +158,44 @@ impl Connection {
                 ecb,
                 call: AtomicU8::new(IN_CALL),
                 done: RwLock::new(false),
+                end_after_call: AtomicU8::new(NO_END),
                 slot: Mutex::new(Slot::default()),
+                session: Mutex::new(None),
             }),
         })
     }
 
-    /// Runs `f` with the ECB, unless the session has ended.
+    /// Runs `f` with the ECB, unless the session has ended. If a completion
+    /// IIS delivers inline during `f` ends the session, it ends here, once
+    /// `f` has returned.
     fn with_ecb<T>(&self, f: impl FnOnce(&EXTENSION_CONTROL_BLOCK) -> T) -> Option<T> {
-        let done = self.inner.done.read().unwrap_or_else(|e| e.into_inner());
-        if *done {
-            return None;
+        let me = Arc::as_ptr(&self.inner) as usize;
+        let outer = IN_IIS.replace(me);
+        let r = {
+            let done = self.inner.done.read().unwrap_or_else(|e| e.into_inner());
+            if *done {
+                None
+            } else {
+                // SAFETY: the session has not ended (checked under the lock
+                // that ending it takes), so IIS keeps the ECB valid.
+                let ecb = unsafe { self.inner.ecb.as_ref() };
+                Some(f(ecb))
+            }
+        };
+        IN_IIS.set(outer);
+        if outer != me {
+            match self.inner.end_after_call.swap(NO_END, Ordering::AcqRel) {
+                END_KEEP => end_session(&self.inner, true),
+                END_CLOSE => end_session(&self.inner, false),
+                _ => {}
+            }
         }
-        // SAFETY: the session has not ended (checked under the lock that
-        // `done` takes to end it), so IIS keeps the ECB valid.
-        let ecb = unsafe { self.inner.ecb.as_ref() };
-        Some(f(ecb))
+        r
+    }
+
+    /// Keeps `guard` until the session ends.
+    pub(crate) fn hold(&self, guard: host_iis::SessionGuard) {
+        *self.inner.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
     }
 
     fn lock_slot(&self) -> std::sync::MutexGuard<'_, Slot> {
@@ -619,12 +658,30 @@ impl Connection {
             if slot.pending.is_some() {
                 slot.deferred_done = Some(false);
                 drop(slot);
-                let _ = self.support(
+                let cancelled = self.support(
                     HSE_REQ_CANCEL_IO,
                     ptr::null_mut(),
                     ptr::null_mut(),
                     ptr::null_mut(),
                 );
+                if let Err(e) = cancelled {
+                    // A host without HSE_REQ_CANCEL_IO: closing the
+                    // connection fails the operation instead (the request
+                    // is being abandoned, its connection is not reused).
+                    let closed = self.support(
+                        HSE_REQ_CLOSE_CONNECTION,
+                        ptr::null_mut(),
+                        ptr::null_mut(),
+                        ptr::null_mut(),
+                    );
+                    if closed.is_err() {
+                        tracing::warn!(
+                            error = %e,
+                            "IIS supports neither HSE_REQ_CANCEL_IO nor HSE_REQ_CLOSE_CONNECTION: \
+                             the session ends when the host completes the outstanding operation"
+                        );
+                    }
+                }
                 return;
             }
             slot.deferred_done = Some(keep_conn);
@@ -634,11 +691,25 @@ impl Connection {
 }
 
 fn end_session(inner: &Inner, keep_conn: bool) {
+    if IN_IIS.get() == inner as *const Inner as usize {
+        // A completion delivered inline, inside this thread's own call for
+        // the request: the call still holds the ECB; the session ends as it
+        // returns (`with_ecb`).
+        let end = if keep_conn { END_KEEP } else { END_CLOSE };
+        inner.end_after_call.store(end, Ordering::Release);
+        return;
+    }
     let mut done = inner.done.write().unwrap_or_else(|e| e.into_inner());
     if *done {
         return;
     }
     *done = true;
+    // Released when this returns, after the server heard the end.
+    let _session = inner
+        .session
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     // Still inside `HttpExtensionProc` with nothing asynchronous started: its
     // return value ends the request, not DONE_WITH_SESSION.
     let ended = if keep_conn { ENDED_KEEP } else { ENDED_CLOSE };

@@ -457,12 +457,18 @@ unsafe extern "system" fn server_support_function(
                 TRUE
             }
             HSE_REQ_CANCEL_IO => {
-                req.cancel_io();
-                TRUE
+                if req.cancel_io() {
+                    TRUE
+                } else {
+                    fail(ERROR_INVALID_PARAMETER)
+                }
             }
             HSE_REQ_CLOSE_CONNECTION | HSE_REQ_ABORTIVE_CLOSE => {
-                req.close_connection();
-                TRUE
+                if req.close_connection() {
+                    TRUE
+                } else {
+                    fail(ERROR_INVALID_PARAMETER)
+                }
             }
             HSE_REQ_IS_IN_PROCESS => {
                 if buffer.is_null() {

@@ -18,6 +18,11 @@ pub(crate) struct ReqState {
     pub(crate) ecb_ptr: Option<ffi::EcbPtr>,
     pub(crate) completion: Option<ffi::Completion>,
     pub(crate) pending: Option<&'static str>,
+    /// The number of the outstanding operation (counted per request): its
+    /// completion is delivered once, by whoever claims it first.
+    pub(crate) op: u64,
+    /// A write to the client failed.
+    pub(crate) write_failed: bool,
     pub(crate) cancel: Option<oneshot::Sender<()>>,
     pub(crate) head_tx: Option<oneshot::Sender<Head>>,
     /// The status and headers the extension sent, held until the first body
@@ -157,6 +162,9 @@ impl SimRequest {
     }
 
     pub(crate) fn is_connected(&self) -> bool {
+        if self.shared.config.variation.connected_until_write_fails {
+            return !self.lock().write_failed;
+        }
         if self.disconnected.load(Ordering::Acquire) {
             return false;
         }
@@ -179,11 +187,12 @@ impl SimRequest {
         tracing::warn!(target: "iis_sim", request, "unsupported ServerSupportFunction request");
     }
 
-    /// Claims the one asynchronous operation slot.
+    /// Claims the one asynchronous operation slot; returns the completion
+    /// to call, the ECB to pass and the operation's number.
     pub(crate) fn begin_async(
         &self,
         what: &'static str,
-    ) -> Result<(ffi::Completion, ffi::EcbPtr), u32> {
+    ) -> Result<(ffi::Completion, ffi::EcbPtr, u64), u32> {
         let mut st = self.lock();
         let Some(completion) = st.completion else {
             drop(st);
@@ -201,33 +210,42 @@ impl SimRequest {
         }
         let ecb = st.ecb_ptr.ok_or(ERROR_INVALID_PARAMETER)?;
         st.pending = Some(what);
-        Ok((completion, ecb))
+        st.op += 1;
+        Ok((completion, ecb, st.op))
     }
 
-    /// Ends the asynchronous operation and calls the extension back (on the
-    /// simulator's thread, not the one that started the operation).
+    /// Claims operation `op`'s completion: `true` once, for the first
+    /// caller, and only while the session lasts (after that the ECB must
+    /// not be handed out again).
+    pub(crate) fn claim(&self, op: u64) -> bool {
+        let mut st = self.lock();
+        if st.op != op || st.pending.is_none() {
+            return false;
+        }
+        st.pending = None;
+        st.cancel = None;
+        if st.done {
+            // The session ended with the operation outstanding (already
+            // recorded).
+            st.ecb = None;
+            return false;
+        }
+        true
+    }
+
+    /// Ends operation `op` and calls the extension back — on whichever
+    /// thread calls this: a simulator thread, or, for an inline
+    /// completion, the thread that started the operation, inside its call.
     pub(crate) fn complete(
         &self,
         completion: ffi::Completion,
         ecb: ffi::EcbPtr,
+        op: u64,
         result: Result<u32, u32>,
     ) {
-        {
-            let mut st = self.lock();
-            st.pending = None;
-            st.cancel = None;
-            if st.done {
-                // The session ended with the operation outstanding (already
-                // recorded): the ECB must not be handed out again.
-                st.ecb = None;
-                return;
-            }
+        if self.claim(op) {
+            deliver(completion, ecb, result);
         }
-        let (n, err) = match result {
-            Ok(n) => (n, 0),
-            Err(e) => (0, e),
-        };
-        completion.deliver(ecb, n, err);
     }
 
     pub(crate) fn write_async(self: &Arc<Self>, data: Bytes) -> Result<(), u32> {
@@ -237,22 +255,27 @@ impl SimRequest {
             );
             return Err(ERROR_INVALID_PARAMETER);
         }
-        let (completion, ecb) = self.begin_async("write")?;
+        let (completion, ecb, op) = self.begin_async("write")?;
         self.shared
             .counters
             .async_writes
             .fetch_add(1, Ordering::AcqRel);
         let len = data.len() as u32;
         let queued = self.queue_body(data);
+        if let Queued::Done(r) = &queued {
+            if self.shared.complete_inline() {
+                // Finished at once: completed inside `WriteClient`.
+                self.complete(completion, ecb, op, r.map(|()| len));
+                return Ok(());
+            }
+        }
         let this = Arc::clone(self);
-        // The completion comes from the simulator's threads, never from
-        // inside the call.
         self.shared.rt.spawn(async move {
             let r = match queued {
                 Queued::Done(r) => r,
                 Queued::Wait(tx, data) => this.send_body(tx, data).await,
             };
-            this.complete(completion, ecb, r.map(|()| len));
+            this.complete(completion, ecb, op, r.map(|()| len));
         });
         Ok(())
     }
@@ -265,11 +288,13 @@ impl SimRequest {
         if let Some(limit) = self.faults.fail_writes_after {
             if before + data.len() as u64 > limit {
                 self.disconnected.store(true, Ordering::Release);
+                self.lock().write_failed = true;
                 return Queued::Done(Err(ERROR_NETNAME_DELETED));
             }
         }
         let mut st = self.lock();
         let Some(tx) = st.body_tx.clone() else {
+            st.write_failed = true;
             return Queued::Done(Err(ERROR_NETNAME_DELETED));
         };
         let queued = if data.is_empty() {
@@ -280,6 +305,7 @@ impl SimRequest {
                 Err(mpsc::error::TrySendError::Full(Ok(data))) => Queued::Wait(tx, data),
                 Err(_) => {
                     self.disconnected.store(true, Ordering::Release);
+                    st.write_failed = true;
                     Queued::Done(Err(ERROR_NETNAME_DELETED))
                 }
             }
@@ -295,6 +321,7 @@ impl SimRequest {
     ) -> Result<(), u32> {
         tx.send(Ok(data)).await.map_err(|_| {
             self.disconnected.store(true, Ordering::Release);
+            self.lock().write_failed = true;
             ERROR_NETNAME_DELETED
         })
     }
@@ -328,24 +355,68 @@ impl SimRequest {
             tokio::time::sleep(d).await;
         }
         let mut body = self.body.lock().await;
-        if let Some(limit) = self.faults.abort_body_after {
-            if body.delivered >= limit {
-                self.disconnected.store(true, Ordering::Release);
-                return Err(ERROR_NETNAME_DELETED);
-            }
+        let max = self.limit_read(&body, max)?;
+        if max == 0 {
+            return Ok(Bytes::new());
         }
-        let max = match self.faults.abort_body_after {
-            Some(limit) => max.min((limit - body.delivered).max(1) as usize),
-            None => max,
-        };
         body.next(max).await.map_err(|()| {
             self.disconnected.store(true, Ordering::Release);
             ERROR_NETNAME_DELETED
         })
     }
 
+    /// How much of the body a read of `max` bytes may hand over now, with
+    /// the faults and [`Variation::short_reads`]: 0 is the (early) end of the
+    /// body; an error, the client gone.
+    pub(crate) fn limit_read(&self, body: &BodySource, max: usize) -> Result<usize, u32> {
+        let mut max = self.shared.read_size(max);
+        if let Some(limit) = self.faults.abort_body_after {
+            if body.delivered >= limit {
+                self.disconnected.store(true, Ordering::Release);
+                return Err(ERROR_NETNAME_DELETED);
+            }
+            max = max.min((limit - body.delivered).max(1) as usize);
+        }
+        if let Some(end) = self.faults.end_body_after {
+            max = max.min(end.saturating_sub(body.delivered) as usize);
+        }
+        Ok(max)
+    }
+
+    /// A read that can finish now, without waiting for the client: what
+    /// the body holds already, or its end. `None` when it would wait.
+    pub(crate) fn read_now(&self, max: usize) -> Option<Result<Bytes, u32>> {
+        if self.faults.slow_reads.is_some() {
+            return None;
+        }
+        let mut body = self.body.try_lock().ok()?;
+        let max = match self.limit_read(&body, max) {
+            Ok(max) => max,
+            Err(code) => return Some(Err(code)),
+        };
+        if max == 0 || (body.leftover.is_empty() && body.body.is_none()) {
+            return Some(Ok(Bytes::new()));
+        }
+        if body.leftover.is_empty() {
+            return None;
+        }
+        let n = body.leftover.len().min(max);
+        body.delivered += n as u64;
+        Some(Ok(body.leftover.split_to(n)))
+    }
+
     pub(crate) fn read_async(self: &Arc<Self>, mut buf: ffi::ReadBuffer) -> Result<(), u32> {
-        let (completion, ecb) = self.begin_async("read")?;
+        let (completion, ecb, op) = self.begin_async("read")?;
+        if self.shared.complete_inline() {
+            if let Some(r) = self.read_now(buf.len()) {
+                // Finished at once: completed inside the call.
+                if self.claim(op) {
+                    let r = r.map(|data| buf.fill(&data) as u32);
+                    deliver(completion, ecb, r);
+                }
+                return Ok(());
+            }
+        }
         let (cancel_tx, cancel_rx) = oneshot::channel();
         self.lock().cancel = Some(cancel_tx);
         let this = Arc::clone(self);
@@ -354,8 +425,13 @@ impl SimRequest {
                 r = this.read_body(buf.len()) => r,
                 _ = cancel_rx => Err(ERROR_OPERATION_ABORTED),
             };
-            let r = r.map(|data| buf.fill(&data) as u32);
-            this.complete(completion, ecb, r);
+            // The buffer is filled only by the one who claims the
+            // completion: after a cancellation completed inline, the
+            // extension may have freed it.
+            if this.claim(op) {
+                let r = r.map(|data| buf.fill(&data) as u32);
+                deliver(completion, ecb, r);
+            }
         });
         Ok(())
     }
@@ -395,13 +471,55 @@ impl SimRequest {
         Ok(())
     }
 
-    pub(crate) fn cancel_io(&self) {
+    /// Ends an outstanding read with `ERROR_OPERATION_ABORTED` (on a
+    /// simulator thread), as IIS does when the client goes away.
+    pub(crate) fn abort_read(&self) {
         if let Some(cancel) = self.lock().cancel.take() {
             let _ = cancel.send(());
         }
     }
 
-    pub(crate) fn close_connection(&self) {
+    /// `HSE_REQ_CANCEL_IO`; `false` when the host does not support it. An
+    /// outstanding read ends with `ERROR_OPERATION_ABORTED` — inside this
+    /// call when completions are inline.
+    pub(crate) fn cancel_io(&self) -> bool {
+        if self.shared.config.variation.no_cancel_io {
+            self.unsupported(iis_sys::httpext::HSE_REQ_CANCEL_IO);
+            return false;
+        }
+        let (cancel, op, completion, ecb) = {
+            let mut st = self.lock();
+            (st.cancel.take(), st.op, st.completion, st.ecb_ptr)
+        };
+        let Some(cancel) = cancel else {
+            return true;
+        };
+        if self.shared.complete_inline() {
+            if let (Some(completion), Some(ecb)) = (completion, ecb) {
+                if self.claim(op) {
+                    let _ = cancel.send(());
+                    deliver(completion, ecb, Err(ERROR_OPERATION_ABORTED));
+                    return true;
+                }
+            }
+        }
+        let _ = cancel.send(());
+        true
+    }
+
+    /// `HSE_REQ_CLOSE_CONNECTION`; `false` when the host does not support
+    /// it.
+    pub(crate) fn close_connection(&self) -> bool {
+        if self.shared.config.variation.no_close_connection {
+            self.unsupported(iis_sys::httpext::HSE_REQ_CLOSE_CONNECTION);
+            return false;
+        }
+        self.force_close();
+        true
+    }
+
+    /// Closes the client's connection (the response ends unfinished).
+    pub(crate) fn force_close(&self) {
         let tx = {
             let mut st = self.lock();
             st.keep_conn = false;
@@ -464,6 +582,16 @@ impl SimRequest {
         drop(storage);
         Ok(())
     }
+}
+
+/// Calls the extension's completion routine: `transferred` bytes, or the
+/// error.
+fn deliver(completion: ffi::Completion, ecb: ffi::EcbPtr, result: Result<u32, u32>) {
+    let (n, err) = match result {
+        Ok(n) => (n, 0),
+        Err(e) => (0, e),
+    };
+    completion.deliver(ecb, n, err);
 }
 
 pub(crate) fn parse_head(status: &[u8], headers: &[u8]) -> Result<Head, String> {

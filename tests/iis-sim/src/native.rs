@@ -363,25 +363,23 @@ pub(crate) fn read(req: &Arc<SimRequest>, mut target: ReadTarget, is_async: bool
     if let Err(hr) = begin(req, "read") {
         return IoStart::Done(Err(hr));
     }
-    // Data already here (and no fault slowing reads): complete in the call.
-    if req.faults.slow_reads.is_none() && req.faults.abort_body_after.is_none() {
-        if let Ok(mut body) = req.body.try_lock() {
-            if !body.leftover.is_empty() {
-                let take = body.leftover.len().min(target.len());
-                let data = body.leftover.split_to(take);
-                body.delivered += take as u64;
-                drop(body);
-                release(req);
+    // Data already here (or the body's end): IIS completes in the call.
+    // With mixed completions, only some such reads do.
+    let now = match req.shared.config.variation.completions {
+        crate::Completions::Mixed(_) => req.shared.complete_inline(),
+        _ => true,
+    };
+    if let Some(r) = now.then(|| req.read_now(target.len())).flatten() {
+        release(req);
+        return IoStart::Done(match r {
+            Ok(data) if data.is_empty() => Err(eof),
+            Ok(data) => {
                 let got = target.fill(&data) as u32;
                 n.read.fetch_add(u64::from(got), Ordering::AcqRel);
-                return IoStart::Done(Ok(got));
+                Ok(got)
             }
-            if body.body.is_none() {
-                drop(body);
-                release(req);
-                return IoStart::Done(Err(eof));
-            }
-        }
+            Err(code) => Err(hresult_from_win32(code)),
+        });
     }
     let (cancel_tx, cancel_rx) = oneshot::channel();
     req.lock().cancel = Some(cancel_tx);
@@ -446,6 +444,13 @@ pub(crate) fn write(req: &Arc<SimRequest>, data: Bytes, is_async: bool) -> IoSta
         return IoStart::Done(Err(hr));
     }
     let queued = req.queue_body(data);
+    if let Queued::Done(r) = &queued {
+        if req.shared.complete_inline() {
+            // Finished at once: `pfCompletionExpected` FALSE.
+            release(req);
+            return IoStart::Done(r.map(|()| len).map_err(hresult_from_win32));
+        }
+    }
     let this = Arc::clone(req);
     req.shared.rt.spawn(async move {
         let r = match queued {
@@ -472,6 +477,9 @@ pub(crate) fn flush(req: &Arc<SimRequest>, is_async: bool) -> IoStart {
     freeze(req);
     req.lock().release_head();
     if !is_async {
+        return IoStart::Done(Ok(0));
+    }
+    if req.shared.complete_inline() {
         return IoStart::Done(Ok(0));
     }
     if let Err(hr) = begin(req, "flush") {

@@ -109,7 +109,7 @@ impl Drop for DisconnectGuard {
     fn drop(&mut self) {
         if let Some(req) = self.0.take() {
             req.disconnected.store(true, Ordering::Release);
-            req.cancel_io();
+            req.abort_read();
         }
     }
 }

@@ -110,7 +110,7 @@ pub(crate) async fn serve(
         .faults
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .clone();
+        .for_request(seq);
     let content_type = info
         .headers
         .get(http::header::CONTENT_TYPE)
@@ -354,10 +354,13 @@ pub(crate) async fn handle_native(
         // HTTP.sys refuses what does not fit its USHORT lengths.
         Err(why) => return plain(StatusCode::BAD_REQUEST, &format!("HTTP Error 400 - {why}")),
     };
-    let user_strings = user
-        .as_ref()
-        .filter(|u| !u.name.is_empty())
-        .map(|u| native_ffi::UserStrings::new(&u.name, &u.auth_type));
+    // IIS gives an anonymous request a user object with an empty name; a
+    // host may give none ([`Variation::no_anonymous_user`]).
+    let user_strings = match user.as_ref().filter(|u| !u.name.is_empty()) {
+        Some(u) => Some(native_ffi::UserStrings::new(&u.name, &u.auth_type)),
+        None if shared.config.variation.no_anonymous_user => None,
+        None => Some(native_ffi::UserStrings::new("", "")),
+    };
     let version = parts.version;
     let info = request_info(shared, parts, remote, local, user);
     let (head_tx, head_rx) = oneshot::channel();
@@ -367,7 +370,7 @@ pub(crate) async fn handle_native(
         .faults
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .clone();
+        .for_request(seq);
     // Registered under the instance's lock, as in `serve`.
     let slot = shared.instance.read().await;
     let Some(instance) = slot.clone() else {
@@ -491,7 +494,13 @@ pub async fn start(
         let shared = Arc::clone(&shared);
         let connections = Arc::clone(&connections);
         tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // http.sys closes a connection whose request headers do not
+            // arrive in time.
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(shared.config.header_read_timeout);
             loop {
                 let Ok((stream, remote)) = listener.accept().await else {
                     continue;

@@ -33,6 +33,13 @@ pub struct Config {
     /// every name, even where the server has a variable of its own
     /// (`HTTP_URL` from a client's `URL:` header), as some non-IIS hosts do.
     pub header_derived_variables: bool,
+    /// How far this host departs from IIS where the documentation leaves
+    /// room ([`Variation`]; none by default). [`Profile`]s set it.
+    pub variation: Variation,
+    /// How long a client may take to send a request's headers before the
+    /// connection is closed (http.sys's `HeaderWaitTimeout`, 2 minutes by
+    /// default); `None` waits forever.
+    pub header_read_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -49,6 +56,153 @@ impl Config {
             shutdown_time_limit: Duration::from_secs(30),
             absent_variables: Vec::new(),
             header_derived_variables: false,
+            variation: Variation::default(),
+            header_read_timeout: Some(Duration::from_secs(120)),
+        }
+    }
+
+    /// These settings with `profile` applied on top.
+    pub fn with_profile(mut self, profile: Profile) -> Self {
+        profile.apply(&mut self);
+        self
+    }
+}
+
+/// Where an asynchronous operation's completion reaches the DLL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Completions {
+    /// Always later, on one of the simulator's threads (the default).
+    #[default]
+    Elsewhere,
+    /// Whenever the operation can finish at once, before the call that
+    /// started it returns. ISAPI: the completion routine runs on the calling
+    /// thread, inside `WriteClient`, `HSE_REQ_ASYNC_READ_CLIENT` or
+    /// `HSE_REQ_CANCEL_IO`. Native module: the call returns with
+    /// `pfCompletionExpected` FALSE and no `OnAsyncCompletion` follows.
+    Inline,
+    /// Each operation picks one of the two, from this seed.
+    Mixed(u64),
+}
+
+/// Behaviours a host may show within what Microsoft documents for ISAPI
+/// extensions and native modules, and that other ISAPI hosts do show. Each
+/// switch defaults to what the simulator does as IIS.
+#[derive(Clone, Debug, Default)]
+pub struct Variation {
+    /// Where completions are delivered.
+    pub completions: Completions,
+    /// `HSE_REQ_CANCEL_IO` (ISAPI) and `IHttpContext::CancelIo` (native)
+    /// are not supported: FALSE with `ERROR_INVALID_PARAMETER`, or
+    /// `E_NOTIMPL`; nothing is cancelled.
+    pub no_cancel_io: bool,
+    /// `HSE_REQ_CLOSE_CONNECTION` / `HSE_REQ_ABORTIVE_CLOSE` are not
+    /// supported (FALSE, `ERROR_INVALID_PARAMETER`); the native module's
+    /// `CloseConnection` does nothing.
+    pub no_close_connection: bool,
+    /// `HSE_REQ_IS_CONNECTED` / `IHttpConnection::IsConnected` say the
+    /// client is connected until a write to it has failed, whatever the
+    /// client did.
+    pub connected_until_write_fails: bool,
+    /// Reads return at most a third of the bytes asked for (at least one),
+    /// as a host may: `ReadEntityBody` and ISAPI reads promise no minimum.
+    pub short_reads: bool,
+    /// Native module: `IHttpContext::GetUser` returns null for an anonymous
+    /// request (IIS gives an anonymous user object; the documentation
+    /// allows null).
+    pub no_anonymous_user: bool,
+}
+
+/// Named sets of host behaviours the adapters must tolerate, each within
+/// what the ISAPI and native-module documentation allows. The conformance
+/// suite and the host tests run under every one of [`Profile::ALL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// IIS as Microsoft documents it: completions on IIS's threads, every
+    /// server variable, 48 KiB read-ahead.
+    Iis,
+    /// Completions inline on the calling thread whenever an operation can
+    /// finish at once. Microsoft's `HSE_REQ_IO_COMPLETION` documentation
+    /// does not promise a thread, and the ASP.NET Core Module handles an
+    /// asynchronous operation that finished synchronously; the native
+    /// module's `ReadEntityBody`/`WriteEntityChunks`/`Flush` report one
+    /// with `pfCompletionExpected` FALSE.
+    Inline,
+    /// A seeded random mix of inline and deferred completions, reads that
+    /// return less than asked, and no read-ahead.
+    Mixed(u64),
+    /// A lean ISAPI host of the kind Apache's `mod_isapi` is: no
+    /// `LOCAL_ADDR`, `HTTP_URL`, `APPL_MD_PATH`, `APPL_PHYSICAL_PATH`,
+    /// `INSTANCE_ID` or `UNICODE_` variables (`URL` decoded, plus
+    /// `QUERY_STRING`); `HTTP_<NAME>` taken from every request header;
+    /// no `HSE_REQ_CANCEL_IO` or `HSE_REQ_CLOSE_CONNECTION`;
+    /// `HSE_REQ_IS_CONNECTED` that only learns of a disconnect from a
+    /// failed write; no read-ahead; short reads. For the native module: the
+    /// same variables failing in `GetServerVariable`, no user object for
+    /// anonymous requests, `CancelIo` unsupported.
+    Lean,
+    /// A large read-ahead (1 MiB; IIS's `uploadReadAheadSize` goes up to
+    /// 2 GiB): most bodies arrive with the request.
+    LargeReadAhead,
+}
+
+impl Profile {
+    /// Every profile, the random one with a fixed seed.
+    pub const ALL: [Profile; 5] = [
+        Profile::Iis,
+        Profile::Inline,
+        Profile::Mixed(0x5eed_1115),
+        Profile::Lean,
+        Profile::LargeReadAhead,
+    ];
+
+    /// A short name for tables and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Iis => "iis",
+            Profile::Inline => "inline",
+            Profile::Mixed(_) => "mixed",
+            Profile::Lean => "lean",
+            Profile::LargeReadAhead => "read-ahead-1m",
+        }
+    }
+
+    /// The variables [`Profile::Lean`] leaves out.
+    pub const LEAN_ABSENT: [&'static str; 9] = [
+        "LOCAL_ADDR",
+        "HTTP_URL",
+        "APPL_MD_PATH",
+        "APPL_PHYSICAL_PATH",
+        "INSTANCE_ID",
+        "UNICODE_URL",
+        "UNICODE_REMOTE_USER",
+        "UNICODE_LOGON_USER",
+        "UNICODE_AUTH_USER",
+    ];
+
+    /// Sets `config` up as this profile says (over the defaults).
+    pub fn apply(self, config: &mut Config) {
+        match self {
+            Profile::Iis => {}
+            Profile::Inline => config.variation.completions = Completions::Inline,
+            Profile::Mixed(seed) => {
+                config.variation.completions = Completions::Mixed(seed);
+                config.variation.short_reads = true;
+                config.read_ahead = 0;
+            }
+            Profile::Lean => {
+                config.absent_variables = Self::LEAN_ABSENT.iter().map(|s| s.to_string()).collect();
+                config.header_derived_variables = true;
+                config.read_ahead = 0;
+                config.variation = Variation {
+                    completions: Completions::Elsewhere,
+                    no_cancel_io: true,
+                    no_close_connection: true,
+                    connected_until_write_fails: true,
+                    short_reads: true,
+                    no_anonymous_user: true,
+                };
+            }
+            Profile::LargeReadAhead => config.read_ahead = 1024 * 1024,
         }
     }
 }
@@ -65,6 +219,43 @@ pub struct Faults {
     pub fail_writes_after: Option<u64>,
     /// Every asynchronous read completes only after this delay.
     pub slow_reads: Option<Duration>,
+    /// The host reports the end of the body once this many body bytes were
+    /// delivered, whatever the request declared (a read completes with 0
+    /// bytes), as a host that lost the rest of the body may.
+    pub end_body_after: Option<u64>,
+    /// Each request draws its own faults from this seed: a client that
+    /// goes away while sending the body or reading the response, slow
+    /// reads, an early end of the body — or none (about half of them).
+    pub random: Option<u64>,
+}
+
+impl Faults {
+    /// The faults for request number `seq`: these, or, with
+    /// [`random`](Self::random), the ones drawn for it.
+    pub(crate) fn for_request(&self, seq: usize) -> Faults {
+        let Some(seed) = self.random else {
+            return self.clone();
+        };
+        let draw = splitmix(seed ^ (seq as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let amount = (draw >> 8) % (96 * 1024);
+        let mut faults = Faults::default();
+        match draw % 8 {
+            0 => faults.abort_body_after = Some(amount),
+            1 => faults.fail_writes_after = Some(amount),
+            2 => faults.slow_reads = Some(Duration::from_micros(200 + (draw >> 40) % 2000)),
+            3 => faults.end_body_after = Some(amount),
+            _ => {}
+        }
+        faults
+    }
+}
+
+/// A step of SplitMix64: a well-spread 64-bit value from any input.
+pub(crate) fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// What happened so far.

@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) violations: Mutex<Vec<String>>,
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) native_module: AtomicBool,
+    /// Draws for [`Completions::Mixed`].
+    pub(crate) draws: AtomicU64,
 }
 
 impl Shared {
@@ -76,9 +78,32 @@ impl Shared {
             violations: Mutex::new(Vec::new()),
             rt: tokio::runtime::Handle::current(),
             native_module: AtomicBool::new(false),
+            draws: AtomicU64::new(0),
         });
         let _ = shared.index.set(registry::register_simulator(&shared));
         shared
+    }
+
+    /// Whether the operation being started completes before its call
+    /// returns, when it can ([`Config::variation`]).
+    pub(crate) fn complete_inline(&self) -> bool {
+        match self.config.variation.completions {
+            Completions::Elsewhere => false,
+            Completions::Inline => true,
+            Completions::Mixed(seed) => {
+                let n = self.draws.fetch_add(1, Ordering::Relaxed);
+                settings::splitmix(seed ^ n) & 1 == 1
+            }
+        }
+    }
+
+    /// The most a read hands over when `asked` bytes were asked for.
+    pub(crate) fn read_size(&self, asked: usize) -> usize {
+        if self.config.variation.short_reads {
+            (asked / 3).max(1)
+        } else {
+            asked
+        }
     }
 
     pub(crate) fn request(&self, seq: usize) -> Option<Arc<SimRequest>> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use iis_sim::{Config, Faults, RunningSimulator};
+use iis_sim::{Completions, Config, Faults, RunningSimulator};
 use kallithea_conformance::client::Client;
 use kallithea_core::Body;
 
@@ -122,6 +122,7 @@ for_both_hosts!(
     a_malformed_body_is_answered_and_never_taken_for_success,
     every_optional_variable_may_be_absent,
     a_url_header_cannot_choose_the_path_the_app_runs,
+    an_end_asked_for_inside_an_inline_completion_never_hangs,
 );
 
 async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle(package: &str) {
@@ -319,6 +320,36 @@ async fn injected_faults_end_every_session_cleanly(package: &str) {
     }
     assert_eq!(sim.stats().in_flight, 0, "every faulted session ended");
     finish(sim).await;
+}
+
+/// Ends the test process if it is still alive after a while: for a wait
+/// that a deadlock in the DLL could keep from ever returning, on threads
+/// the test's own timers need.
+struct Watchdog(Arc<std::sync::atomic::AtomicBool>);
+
+impl Watchdog {
+    fn new(limit: Duration, what: &'static str) -> Watchdog {
+        let disarmed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&disarmed);
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while start.elapsed() < limit {
+                if flag.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!("watchdog: {what} (no progress in {limit:?})");
+            std::process::exit(101);
+        });
+        Watchdog(disarmed)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// Waits until no request is in flight, then checks that all `requests` the
@@ -795,5 +826,71 @@ async fn host_variables_are_iis_own_and_read_only_while_the_request_runs(package
     drop(conn);
     // No variable was asked for after its request ended (the simulator
     // records that as a violation).
+    finish(sim).await;
+}
+
+/// A host may deliver a completion inline, on the thread that started or
+/// cancelled the operation, before that call returns. Here the session's
+/// end is asked for while a body read is outstanding (termination cancels a
+/// request whose client stopped sending): the host cancels the read, the
+/// cancellation completes inside `HSE_REQ_CANCEL_IO`, and that completion
+/// ends the session — on the thread still inside the call. The session
+/// must end exactly once, without the extension waiting for itself.
+async fn an_end_asked_for_inside_an_inline_completion_never_hangs(package: &str) {
+    use kallithea_conformance::client::RawConn;
+    let dll = install(package, "inline-end", "drain_timeout = \"200ms\"\n");
+    let sim = start(&dll, |c| {
+        c.variation.completions = Completions::Inline;
+        c.read_ahead = 0;
+        c.shutdown_time_limit = Duration::from_millis(100);
+    })
+    .await;
+    // Inline completions on the ordinary paths first: reads that find the
+    // body there, writes that go out at once.
+    let client = Client::new(sim.local_addr());
+    for n in [0usize, 10, 200_000] {
+        let req = client
+            .request("POST", "/echo")
+            .body(Body::from(vec![b'i'; n]))
+            .unwrap();
+        let r = client.fetch(req).await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(
+            r.text().contains(&format!("body_bytes: {n}\n")),
+            "{}",
+            r.text()
+        );
+    }
+    // Half a body: the app waits for the rest with a read outstanding.
+    let mut conn = RawConn::connect(sim.local_addr()).await.unwrap();
+    conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nhalf")
+        .await
+        .unwrap();
+    for _ in 0..250 {
+        if sim.stats().requests == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        sim.stats().in_flight,
+        1,
+        "the half-sent upload is in flight"
+    );
+    // A recycle, the client still connected: the drain time runs out and
+    // the extension ends the session with the read outstanding. A deadlock
+    // there blocks the threads a timeout would run on: a watchdog thread
+    // ends the test process instead.
+    let watchdog = Watchdog::new(
+        Duration::from_secs(30),
+        "the extension deadlocked ending a session from an inline completion",
+    );
+    sim.recycle().await.unwrap();
+    drop(watchdog);
+    let stats = sim.stats();
+    assert_eq!((stats.requests, stats.sessions_ended), (4, 4), "{stats:?}");
+    assert_eq!(stats.terminations, 1, "{stats:?}");
+    drop(conn);
     finish(sim).await;
 }

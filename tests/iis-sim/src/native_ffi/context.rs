@@ -53,7 +53,7 @@ pub(crate) unsafe extern "system" fn ctx_get_user(this: *mut Obj) -> *mut Object
         let Some(req) = (unsafe { request_of(this, "GetUser") }) else {
             return ptr::null_mut();
         };
-        // Anonymous requests have no user object.
+        // No user object: a host that gives anonymous requests none.
         if req.native().is_none_or(|n| n.user.is_none()) {
             return ptr::null_mut();
         }
@@ -191,7 +191,10 @@ pub(crate) unsafe extern "system" fn ctx_cancel_io(this: *mut Obj) -> HRESULT {
         let Some(req) = (unsafe { request_of(this, "CancelIo") }) else {
             return E_FAIL;
         };
-        req.cancel_io();
+        if req.shared.config.variation.no_cancel_io {
+            return E_NOTIMPL;
+        }
+        req.abort_read();
         S_OK
     })
 }

@@ -78,8 +78,11 @@ response_void!(
     native::set_need_disconnect
 );
 response_void!(resp_disable_buffering, "DisableBuffering", |_| {});
-response_void!(resp_close_connection, "CloseConnection", |r| r
-    .close_connection());
+response_void!(resp_close_connection, "CloseConnection", |r| {
+    if !r.shared.config.variation.no_close_connection {
+        r.force_close();
+    }
+});
 
 pub(crate) unsafe extern "system" fn resp_flush(
     this: *mut Obj,
