@@ -56,6 +56,11 @@ pub struct IisConfig {
     /// work would hold an IIS thread).
     #[serde(default = "default_true")]
     pub first_step_on_iis_thread: bool,
+    /// The application's mount point (`"/portal"`), for a server that does
+    /// not report `APPL_MD_PATH` (IIS always does, and then that wins).
+    /// Without either, the app is taken to be mounted at the site root.
+    #[serde(default)]
+    pub path_base: Option<String>,
     /// Request limits.
     #[serde(default)]
     pub limits: Limits,
@@ -97,6 +102,11 @@ impl Validate for IisConfig {
                 "drain_timeout",
                 "must be at most an hour (IIS's shutdown time limit is far shorter)",
             );
+        }
+        if let Some(base) = &self.path_base {
+            if let Err(e) = kallithea_core::PathBase::new(base) {
+                issues.push("path_base", e.to_string());
+            }
         }
         issues.nested("limits", &self.limits);
     }

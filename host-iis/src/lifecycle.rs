@@ -87,6 +87,8 @@ pub struct Running {
     log: PathBuf,
     app: RwLock<AppState>,
     sessions: Arc<crate::sessions::Sessions>,
+    /// The configured mount point, for a server without `APPL_MD_PATH`.
+    pub(crate) path_base: Option<kallithea_core::PathBase>,
 }
 
 /// The app's life in the worker process, as a `static` in the DLL (each
@@ -204,6 +206,11 @@ impl Lifecycle {
         }
         let module = module.unwrap_or_else(|| PathBuf::from(self.description));
         let loaded = config::load(&module);
+        let path_base = loaded
+            .as_ref()
+            .ok()
+            .and_then(|(_, cfg)| cfg.path_base.as_deref())
+            .and_then(|b| kallithea_core::PathBase::new(b).ok());
         let (log, filter, workers, drain, inline) = match &loaded {
             Ok((_, cfg)) => (
                 cfg.log_file
@@ -253,6 +260,7 @@ impl Lifecycle {
                 Instant::now(),
             ))),
             sessions: Arc::default(),
+            path_base,
         });
         let first = running.build_app(loaded);
         running.settle(first);

@@ -22,7 +22,7 @@
 //! | `REMOTE_PORT`, `SERVER_PORT` | optional | port 0 |
 //! | `LOCAL_ADDR` | optional | `SERVER_ADDR`, else unknown (`0.0.0.0`) |
 //! | `HTTPS` | optional | not secure |
-//! | `APPL_MD_PATH` | optional | mounted at the site root |
+//! | `APPL_MD_PATH` | optional | the configured `path_base`, else mounted at the site root |
 //! | `UNICODE_REMOTE_USER` | optional | `REMOTE_USER` (code page; see the identity rules) |
 //! | `REMOTE_USER`, `AUTH_TYPE` | optional | no identity; scheme `unknown` |
 //! | `LOGON_USER`, `AUTH_USER`, `APPL_PHYSICAL_PATH`, `SERVER_NAME`, `INSTANCE_ID` | optional | missing from `HostVariables` |

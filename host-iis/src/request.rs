@@ -164,9 +164,15 @@ struct Exchange<C> {
 pub fn start<C: IisRequest>(
     running: &Arc<Running>,
     conn: C,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: BodyStart,
 ) -> Result<(), Rejected> {
+    if let Some(base) = &running.path_base {
+        // The server did not say where the app is mounted: configured.
+        if parts.extensions.get::<kallithea_core::PathBase>().is_none() {
+            parts.extensions.insert(base.clone());
+        }
+    }
     let exchange = Arc::new(Exchange {
         conn,
         io: AsyncMutex::new(()),

@@ -176,6 +176,52 @@ impl RawConn {
             .map_err(|e| format!("write: {e}"))
     }
 
+    /// Writes `piece` again and again (at most `limit` bytes in all) until
+    /// the response's head arrives, then reads the response. For a body the
+    /// server answers without reading whole, however much of it the server
+    /// reads before the app runs.
+    pub async fn send_until_answered(
+        &mut self,
+        piece: &[u8],
+        limit: usize,
+    ) -> Result<RawResponse, String> {
+        let RawConn { stream, buf } = self;
+        let (mut rd, mut wr) = stream.split();
+        let writer = async {
+            let mut sent = 0;
+            while sent < limit {
+                if wr.write_all(piece).await.is_err() {
+                    break;
+                }
+                sent += piece.len();
+            }
+            // Written all it may: only the reader ends the race.
+            std::future::pending::<()>().await
+        };
+        let reader = async {
+            let mut chunk = [0u8; 16 * 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match rd.read(&mut chunk).await {
+                    Ok(0) => return Err("connection closed before the response".to_owned()),
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) => return Err(format!("read: {e}")),
+                }
+            }
+            Ok(())
+        };
+        timed(
+            async {
+                tokio::select! {
+                    () = writer => Ok(()),
+                    r = reader => r,
+                }
+            },
+            "response head",
+        )
+        .await??;
+        self.read_response(false).await
+    }
+
     /// Splits the connection for concurrent reading and writing.
     pub fn into_inner(self) -> TcpStream {
         self.stream

@@ -16,6 +16,17 @@ pub struct Capabilities {
     pub identity: bool,
     /// HTTP/2 over cleartext TCP (prior knowledge) is served.
     pub http2_cleartext: bool,
+    /// The host reports the request target only percent-decoded (an ISAPI
+    /// host without `HTTP_URL`): a path that decoding changes cannot be
+    /// preserved byte for byte, and the IIS hosts refuse a non-ASCII one
+    /// (documented in `host_iis::mapping`). Cases that need the raw target
+    /// are skipped.
+    pub decoded_target_only: bool,
+    /// The host learns that a client left only when a write to it fails
+    /// (an ISAPI host whose `HSE_REQ_IS_CONNECTED` always says yes): an app
+    /// that is not writing is cancelled at its next write, not at once.
+    /// The case that needs the notice is skipped.
+    pub silent_disconnects: bool,
 }
 
 impl Capabilities {
@@ -25,7 +36,21 @@ impl Capabilities {
             streaming: false,
             identity: false,
             http2_cleartext: false,
+            decoded_target_only: false,
+            silent_disconnects: false,
         }
+    }
+
+    /// With disconnects noticed only at a write (see the field).
+    pub const fn silent_disconnects(mut self, yes: bool) -> Self {
+        self.silent_disconnects = yes;
+        self
+    }
+
+    /// With the target only decoded (see the field).
+    pub const fn decoded_target_only(mut self, yes: bool) -> Self {
+        self.decoded_target_only = yes;
+        self
     }
 
     /// With streaming bodies.

@@ -99,6 +99,60 @@ impl Report {
     }
 }
 
+/// Prints a table of cases (rows) by columns (e.g. host profiles), each
+/// cell `pass`, `FAIL` or `skip`, to standard error; the failures' reasons
+/// follow the table. `columns` pairs a column's title with its outcomes by
+/// case name; a case missing from a column shows `-`.
+pub fn print_matrix(title: &str, columns: &[(String, Vec<(String, Outcome)>)]) {
+    use std::io::Write;
+    let mut rows: Vec<&str> = Vec::new();
+    for (_, results) in columns {
+        for (name, _) in results {
+            if !rows.contains(&name.as_str()) {
+                rows.push(name);
+            }
+        }
+    }
+    let width = rows.iter().map(|r| r.len()).max().unwrap_or(4).max(4);
+    let mut out = std::io::stderr().lock();
+    let _ = writeln!(out, "\n{title}");
+    let _ = write!(out, "  {:<width$}", "case");
+    for (column, _) in columns {
+        let _ = write!(out, "  {column:>w$}", w = column.len().max(4));
+    }
+    let _ = writeln!(out);
+    let mut reasons = Vec::new();
+    for row in &rows {
+        let _ = write!(out, "  {row:<width$}");
+        for (column, results) in columns {
+            let cell = match results.iter().find(|(n, _)| n == row).map(|(_, o)| o) {
+                Some(Outcome::Pass) => "pass",
+                Some(Outcome::Fail(why)) => {
+                    reasons.push(format!("{row} [{column}]: {why}"));
+                    "FAIL"
+                }
+                Some(Outcome::Skip(_)) => "skip",
+                None => "-",
+            };
+            let _ = write!(out, "  {cell:>w$}", w = column.len().max(4));
+        }
+        let _ = writeln!(out);
+    }
+    for reason in reasons {
+        let _ = writeln!(out, "  {reason}");
+    }
+}
+
+impl Report {
+    /// The outcomes by case name, for [`print_matrix`].
+    pub fn outcomes(&self) -> Vec<(String, Outcome)> {
+        self.results
+            .iter()
+            .map(|(n, o, _)| ((*n).to_owned(), o.clone()))
+            .collect()
+    }
+}
+
 impl Setup {
     /// The main instance: body size unlimited, mounted at [`BASE`].
     pub fn main() -> Self {

@@ -81,9 +81,22 @@ pub(crate) async fn serve(
         leftover: Bytes::new(),
         delivered: 0,
     };
+    let seq = shared.next_seq.fetch_add(1, Ordering::AcqRel);
+    let mut faults = shared
+        .faults
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .for_request(seq);
     let mut preloaded = Vec::new();
     let read_ahead = shared.config.read_ahead;
-    let limit = declared.map_or(read_ahead, |d| (d.min(read_ahead as u64)) as usize);
+    let mut limit = declared.map_or(read_ahead, |d| (d.min(read_ahead as u64)) as usize);
+    // The faults count the body from its first byte, read-ahead included.
+    for cut in [faults.end_body_after, faults.abort_body_after]
+        .into_iter()
+        .flatten()
+    {
+        limit = limit.min(usize::try_from(cut).unwrap_or(usize::MAX));
+    }
     while preloaded.len() < limit {
         match source.next(limit - preloaded.len()).await {
             Ok(b) if b.is_empty() => break,
@@ -92,6 +105,12 @@ pub(crate) async fn serve(
         }
     }
     source.delivered = 0;
+    for cut in [&mut faults.end_body_after, &mut faults.abort_body_after]
+        .into_iter()
+        .flatten()
+    {
+        *cut = cut.saturating_sub(preloaded.len() as u64);
+    }
     let total = match declared {
         // 4 GiB or more does not fit: IIS says 0xFFFFFFFF ("read until no
         // more data"), as for a body of unknown length.
@@ -102,15 +121,9 @@ pub(crate) async fn serve(
 
     let version = parts.version;
     let info = request_info(shared, parts, remote, local, user);
-    let seq = shared.next_seq.fetch_add(1, Ordering::AcqRel);
     let (head_tx, head_rx) = oneshot::channel();
     let (body_tx, body_rx) = mpsc::channel(1);
     let keep_alive_wanted = keep_alive_wanted(info.version, &info.headers);
-    let faults = shared
-        .faults
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .for_request(seq);
     let content_type = info
         .headers
         .get(http::header::CONTENT_TYPE)

@@ -292,6 +292,15 @@ impl RequestInfo {
         } else {
             Cow::Borrowed(name)
         };
+        if self.header_derived {
+            // Such a host has `HTTP_<NAME>` for every header, its own
+            // variables or not.
+            if let Some(header) = upper.strip_prefix("HTTP_") {
+                if self.header(header, out) {
+                    return Ok(());
+                }
+            }
+        }
         if self.absent.iter().any(|a| *a == *upper) {
             return Err(ERROR_INVALID_INDEX);
         }

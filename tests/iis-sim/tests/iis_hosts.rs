@@ -2,7 +2,11 @@
 //! ISAPI extension (host-isapi) and the native module (host-iis-native)
 //! alike: start-up failures and retries, recycling under load, injected
 //! faults, a tiny IIS thread pool, termination with requests in flight, and
-//! keep-alive. Each test runs once per host (`isapi::…`, `native::…`).
+//! keep-alive. Each test runs once per host (`isapi::…`, `native::…`); the
+//! ones every host must pass whatever it varies in (completions, variables,
+//! support functions, read-ahead) run under every simulator profile
+//! ([`Profile::ALL`]), with a table of profile × case
+//! (`…::host_cases_under_every_profile`).
 //!
 //! Longer than ~600 lines: each behaviour both IIS bindings must show is
 //! written once here and run for both; split, the two lists would drift.
@@ -13,8 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use iis_sim::{Completions, Config, Faults, RunningSimulator};
+use iis_sim::{Completions, Config, Faults, Profile, RunningSimulator};
 use kallithea_conformance::client::Client;
+use kallithea_conformance::Outcome;
 use kallithea_core::Body;
 
 /// The conformance app built as `package` (once per test binary).
@@ -50,8 +55,11 @@ impl Drop for Installed {
 }
 
 fn install(package: &str, test: &str, config: &str) -> Installed {
-    let dir =
-        std::env::temp_dir().join(format!("iis-host-{}-{package}-{test}", std::process::id()));
+    let profile = PROFILE.try_with(|p| p.name()).unwrap_or("iis");
+    let dir = std::env::temp_dir().join(format!(
+        "iis-host-{}-{package}-{test}-{profile}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let copy = dir.join("app.so");
@@ -60,8 +68,16 @@ fn install(package: &str, test: &str, config: &str) -> Installed {
     Installed(copy)
 }
 
+tokio::task_local! {
+    /// The profile the simulators a case starts take (the matrix sets it).
+    static PROFILE: Profile;
+}
+
+/// A simulator for `dll` under the current [`PROFILE`] (IIS outside the
+/// matrix), with `tune` applied on top.
 async fn start(dll: &Path, tune: impl FnOnce(&mut Config)) -> RunningSimulator {
-    let mut config = Config::new(dll);
+    let profile = PROFILE.try_with(|p| *p).unwrap_or(Profile::Iis);
+    let mut config = Config::new(dll).with_profile(profile);
     tune(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     iis_sim::start(config, listener).await.unwrap()
@@ -109,21 +125,67 @@ macro_rules! for_both_hosts {
 for_both_hosts!(
     a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle,
     a_missing_or_invalid_configuration_is_named_on_the_error_page,
+    a_short_last_piece_is_written_synchronously_and_the_rest_streams,
+    with_the_first_step_off_iis_threads_only_hand_requests_over,
+    host_variables_are_iis_own_and_read_only_while_the_request_runs,
+    the_connection_is_mapped_with_few_calls_into_iis,
+    every_optional_variable_may_be_absent,
+    host_cases_under_every_profile,
+);
+
+/// One case of the profile matrix.
+type HostCase = fn(&'static str) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+macro_rules! host_cases {
+    ($($name:ident),* $(,)?) => {
+        &[$((stringify!($name), |p| Box::pin($name(p)))),*]
+    };
+}
+
+/// The cases every host profile must pass.
+const PROFILE_CASES: &[(&str, HostCase)] = host_cases!(
     two_thousand_requests_across_a_recycle_all_succeed,
     injected_faults_end_every_session_cleanly,
     one_iis_thread_is_enough_because_the_host_never_blocks_it,
     termination_cancels_what_outlives_the_drain_time_and_ends_every_session,
     keep_alive_follows_the_request_and_the_response,
     an_http2_body_without_a_declared_length_arrives_whole,
-    a_short_last_piece_is_written_synchronously_and_the_rest_streams,
-    with_the_first_step_off_iis_threads_only_hand_requests_over,
-    host_variables_are_iis_own_and_read_only_while_the_request_runs,
-    the_connection_is_mapped_with_few_calls_into_iis,
     a_malformed_body_is_answered_and_never_taken_for_success,
-    every_optional_variable_may_be_absent,
+    a_body_the_host_ends_early_is_a_body_error_and_still_answered,
     a_url_header_cannot_choose_the_path_the_app_runs,
     an_end_asked_for_inside_an_inline_completion_never_hangs,
 );
+
+/// Every case of [`PROFILE_CASES`] under every profile (each case in its own
+/// task, so that one failing does not hide the rest), then the table.
+async fn host_cases_under_every_profile(package: &'static str) {
+    let mut columns = Vec::new();
+    let mut failed = Vec::new();
+    for profile in Profile::ALL {
+        let mut outcomes = Vec::new();
+        for (name, case) in PROFILE_CASES {
+            let run = tokio::spawn(PROFILE.scope(profile, case(package)));
+            let outcome = match run.await {
+                Ok(()) => Outcome::Pass,
+                Err(e) => {
+                    let why = match e.try_into_panic() {
+                        Ok(p) => kallithea_core::panic_message(p.as_ref()).to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    failed.push(format!("{name} [{}]", profile.name()));
+                    Outcome::Fail(why.lines().next().unwrap_or_default().to_owned())
+                }
+            };
+            outcomes.push(((*name).to_owned(), outcome));
+        }
+        columns.push((profile.name().to_owned(), outcomes));
+    }
+    kallithea_conformance::print_matrix(
+        &format!("host cases × simulator profile — {package}"),
+        &columns,
+    );
+    assert!(failed.is_empty(), "failed (table above): {failed:#?}");
+}
 
 async fn a_failed_start_answers_with_the_reason_and_recovers_without_a_recycle(package: &str) {
     let dll = install(
@@ -840,6 +902,9 @@ async fn an_end_asked_for_inside_an_inline_completion_never_hangs(package: &str)
     use kallithea_conformance::client::RawConn;
     let dll = install(package, "inline-end", "drain_timeout = \"200ms\"\n");
     let sim = start(&dll, |c| {
+        // Inline completions of a cancellation: this case needs a host that
+        // cancels (one that cannot is the lean profile's `no_cancel_io`).
+        c.variation.no_cancel_io = false;
         c.variation.completions = Completions::Inline;
         c.read_ahead = 0;
         c.shutdown_time_limit = Duration::from_millis(100);
@@ -892,5 +957,35 @@ async fn an_end_asked_for_inside_an_inline_completion_never_hangs(package: &str)
     assert_eq!((stats.requests, stats.sessions_ended), (4, 4), "{stats:?}");
     assert_eq!(stats.terminations, 1, "{stats:?}");
     drop(conn);
+    finish(sim).await;
+}
+
+/// A host may report the end of the body before the declared length (it
+/// lost the rest). The app sees a body error, not a shorter body taken for
+/// the whole; a client still connected gets an answer; the session ends
+/// once, and the connection is not reused.
+async fn a_body_the_host_ends_early_is_a_body_error_and_still_answered(package: &str) {
+    let dll = install(package, "early-end", "worker_threads = 2\n");
+    let sim = start(&dll, |_| {}).await;
+    sim.set_faults(Faults {
+        end_body_after: Some(1000),
+        ..Faults::default()
+    });
+    let client = Client::new(sim.local_addr());
+    let req = client
+        .request("POST", "/echo")
+        .body(Body::from(vec![b'e'; 300_000]))
+        .unwrap();
+    let r = client.fetch(req).await.unwrap();
+    let text = r.text();
+    assert!(
+        r.status == StatusCode::BAD_REQUEST
+            || (r.status == StatusCode::OK && text.contains("body_error")),
+        "a cut body is an error the app sees: {} {text}",
+        r.status
+    );
+    assert!(!text.contains("body_bytes: 300000\n"), "{text}");
+    sim.set_faults(Faults::default());
+    settled(&sim, 1).await;
     finish(sim).await;
 }
