@@ -11,6 +11,45 @@ pub(crate) struct Head {
 }
 
 pub(crate) type BodyChunk = Result<Bytes, io::Error>;
+/// Where the DLL's writes go: unbounded, with [`Backlog`] for the
+/// back-pressure asynchronous writes feel.
+pub(crate) type BodyTx = mpsc::UnboundedSender<BodyChunk>;
+
+/// The written chunks the client has not taken yet. An asynchronous write
+/// completes only once the one before it was taken (a slow client slows the
+/// DLL down); a synchronous write is handed over at once, as IIS hands it
+/// to http.sys's buffers — so the DLL may block in one on any thread,
+/// `HttpExtensionProc`'s included, without waiting for the response it is
+/// itself holding up.
+#[derive(Default)]
+pub(crate) struct Backlog {
+    pub(crate) chunks: AtomicUsize,
+    pub(crate) taken: tokio::sync::Notify,
+}
+
+impl Backlog {
+    /// One chunk more in the response.
+    pub(crate) fn added(&self) {
+        self.chunks.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The client took a chunk.
+    pub(crate) fn took(&self) {
+        self.chunks.fetch_sub(1, Ordering::AcqRel);
+        self.taken.notify_waiters();
+    }
+
+    /// Waits until the client has taken every chunk.
+    pub(crate) async fn drained(&self) {
+        loop {
+            let taken = self.taken.notified();
+            if self.chunks.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            taken.await;
+        }
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct ReqState {
@@ -28,7 +67,8 @@ pub(crate) struct ReqState {
     /// The status and headers the extension sent, held until the first body
     /// bytes or the end of the session so that they leave together.
     pub(crate) held_head: Option<Head>,
-    pub(crate) body_tx: Option<mpsc::Sender<BodyChunk>>,
+    pub(crate) body_tx: Option<BodyTx>,
+    pub(crate) backlog: Arc<Backlog>,
     pub(crate) headers_sent: bool,
     pub(crate) done: bool,
     pub(crate) keep_conn: bool,
@@ -50,7 +90,7 @@ pub(crate) enum Queued {
     /// Finished (in the response, or failed).
     Done(Result<(), u32>),
     /// The response has no room yet: send this when it has.
-    Wait(mpsc::Sender<BodyChunk>, Bytes),
+    Wait(BodyTx, Bytes),
 }
 
 /// The request body as the client sends it, with what the last read left.
@@ -280,10 +320,22 @@ impl SimRequest {
         Ok(())
     }
 
-    /// Starts a body write: puts `data` into the response at once when there
-    /// is room (with the held status and headers, so that they leave in one
-    /// piece), or says what to wait for.
+    /// Starts an asynchronous body write: puts `data` into the response at
+    /// once when the client took what came before (with the held status and
+    /// headers, so that they leave in one piece), or says what to wait for.
     pub(crate) fn queue_body(&self, data: Bytes) -> Queued {
+        self.queue(data, true)
+    }
+
+    /// A synchronous body write: into the response at once.
+    pub(crate) fn write_now(&self, data: Bytes) -> Result<(), u32> {
+        match self.queue(data, false) {
+            Queued::Done(r) => r,
+            Queued::Wait(..) => unreachable!("a write that may not wait was told to"),
+        }
+    }
+
+    fn queue(&self, data: Bytes, may_wait: bool) -> Queued {
         let before = self.written.fetch_add(data.len() as u64, Ordering::AcqRel);
         if let Some(limit) = self.faults.fail_writes_after {
             if before + data.len() as u64 > limit {
@@ -299,11 +351,14 @@ impl SimRequest {
         };
         let queued = if data.is_empty() {
             Queued::Done(Ok(()))
+        } else if may_wait && st.backlog.chunks.load(Ordering::Acquire) > 0 {
+            Queued::Wait(tx, data)
         } else {
-            match tx.try_send(Ok(data)) {
+            st.backlog.added();
+            match tx.send(Ok(data)) {
                 Ok(()) => Queued::Done(Ok(())),
-                Err(mpsc::error::TrySendError::Full(Ok(data))) => Queued::Wait(tx, data),
                 Err(_) => {
+                    st.backlog.took();
                     self.disconnected.store(true, Ordering::Release);
                     st.write_failed = true;
                     Queued::Done(Err(ERROR_NETNAME_DELETED))
@@ -314,12 +369,17 @@ impl SimRequest {
         queued
     }
 
-    pub(crate) async fn send_body(
-        &self,
-        tx: mpsc::Sender<BodyChunk>,
-        data: Bytes,
-    ) -> Result<(), u32> {
-        tx.send(Ok(data)).await.map_err(|_| {
+    /// An asynchronous write that had to wait: sent once the client took
+    /// what came before.
+    pub(crate) async fn send_body(&self, tx: BodyTx, data: Bytes) -> Result<(), u32> {
+        let backlog = Arc::clone(&self.lock().backlog);
+        tokio::select! {
+            () = backlog.drained() => {}
+            () = tx.closed() => {}
+        }
+        backlog.added();
+        tx.send(Ok(data)).map_err(|_| {
+            backlog.took();
             self.disconnected.store(true, Ordering::Release);
             self.lock().write_failed = true;
             ERROR_NETNAME_DELETED
@@ -337,17 +397,7 @@ impl SimRequest {
             .counters
             .sync_writes
             .fetch_add(1, Ordering::AcqRel);
-        match self.queue_body(data) {
-            Queued::Done(r) => r,
-            Queued::Wait(tx, data) => {
-                let this = Arc::clone(self);
-                block_here(
-                    &self.shared.rt,
-                    async move { this.send_body(tx, data).await },
-                )
-                .unwrap_or(Err(ERROR_NETNAME_DELETED))
-            }
-        }
+        self.write_now(data)
     }
 
     pub(crate) async fn read_body(&self, max: usize) -> Result<Bytes, u32> {
@@ -528,14 +578,10 @@ impl SimRequest {
         };
         self.disconnected.store(true, Ordering::Release);
         if let Some(tx) = tx {
-            self.shared.rt.spawn(async move {
-                let _ = tx
-                    .send(Err(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        "the extension closed the connection",
-                    )))
-                    .await;
-            });
+            let _ = tx.send(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the extension closed the connection",
+            )));
         }
     }
 

@@ -427,17 +427,7 @@ pub(crate) fn write(req: &Arc<SimRequest>, data: Bytes, is_async: bool) -> IoSta
     };
     counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     if !is_async {
-        let r = match req.queue_body(data) {
-            Queued::Done(r) => r,
-            Queued::Wait(tx, data) => {
-                let this = Arc::clone(req);
-                crate::block_here(
-                    &req.shared.rt,
-                    async move { this.send_body(tx, data).await },
-                )
-                .unwrap_or(Err(ERROR_NOT_FOUND))
-            }
-        };
+        let r = req.write_now(data);
         return IoStart::Done(r.map(|()| len).map_err(hresult_from_win32));
     }
     if let Err(hr) = begin(req, "write") {

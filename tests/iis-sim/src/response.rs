@@ -4,8 +4,10 @@ use super::*;
 
 /// The response body: what the extension writes.
 pub struct SimBody {
-    pub(crate) rx: Option<mpsc::Receiver<BodyChunk>>,
+    pub(crate) rx: Option<mpsc::UnboundedReceiver<BodyChunk>>,
     pub(crate) fixed: Option<Bytes>,
+    /// Told of every chunk taken from `rx`.
+    pub(crate) backlog: Option<Arc<Backlog>>,
 }
 
 impl SimBody {
@@ -13,13 +15,15 @@ impl SimBody {
         SimBody {
             rx: None,
             fixed: Some(s.into()),
+            backlog: None,
         }
     }
 
     /// The body of a response whose writer is gone: what it wrote, in one
     /// piece, unless a write carried an error (then it streams as it is).
     pub(crate) fn settle(mut self) -> Self {
-        let Some(rx) = self.rx.as_mut() else {
+        let SimBody { rx, backlog, .. } = &mut self;
+        let Some(rx) = rx.as_mut() else {
             return self;
         };
         if !rx.is_closed() {
@@ -31,19 +35,30 @@ impl SimBody {
         let mut chunks = Vec::new();
         loop {
             match rx.try_recv() {
-                Ok(Ok(chunk)) if first.is_none() => first = Some(chunk),
-                Ok(Ok(chunk)) => chunks.push(chunk),
+                Ok(Ok(chunk)) if first.is_none() => {
+                    if let Some(b) = backlog.as_ref() {
+                        b.took();
+                    }
+                    first = Some(chunk);
+                }
+                Ok(Ok(chunk)) => {
+                    if let Some(b) = backlog.as_ref() {
+                        b.took();
+                    }
+                    chunks.push(chunk);
+                }
                 Ok(Err(e)) => {
                     // Keep the failure for the client to see: put it back
                     // behind what came before, in a fresh channel.
-                    let (tx, rx) = mpsc::channel(chunks.len() + 2);
+                    let (tx, rx) = mpsc::unbounded_channel();
                     for c in first.into_iter().chain(chunks) {
-                        let _ = tx.try_send(Ok(c));
+                        let _ = tx.send(Ok(c));
                     }
-                    let _ = tx.try_send(Err(e));
+                    let _ = tx.send(Err(e));
                     return SimBody {
                         rx: Some(rx),
                         fixed: None,
+                        backlog: None,
                     };
                 }
                 // No sender is left, so nothing more can come.
@@ -57,7 +72,46 @@ impl SimBody {
             }
             first => first,
         };
-        SimBody { rx: None, fixed }
+        SimBody {
+            rx: None,
+            fixed,
+            backlog: None,
+        }
+    }
+
+    fn took(&self) {
+        if let Some(b) = &self.backlog {
+            b.took();
+        }
+    }
+}
+
+impl SimBody {
+    /// A settled body that is not `declared` bytes long streams what it
+    /// has and then fails, so that the connection closes instead of the
+    /// client taking a short body for the whole.
+    pub(crate) fn cut_unless_length(self, declared: u64) -> Self {
+        let len = match (&self.fixed, &self.rx) {
+            (Some(b), None) => b.len() as u64,
+            (None, None) => 0,
+            _ => return self,
+        };
+        if len == declared {
+            return self;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Some(b) = self.fixed {
+            let _ = tx.send(Ok(b));
+        }
+        let _ = tx.send(Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the response ended before its declared length",
+        )));
+        SimBody {
+            rx: Some(rx),
+            fixed: None,
+            backlog: None,
+        }
     }
 }
 
@@ -72,10 +126,14 @@ impl http_body::Body for SimBody {
         if let Some(b) = self.fixed.take() {
             return Poll::Ready(Some(Ok(Frame::data(b))));
         }
-        match self.rx.as_mut() {
-            None => Poll::Ready(None),
-            Some(rx) => rx.poll_recv(cx).map(|c| c.map(|r| r.map(Frame::data))),
+        let polled = match self.rx.as_mut() {
+            None => return Poll::Ready(None),
+            Some(rx) => rx.poll_recv(cx),
+        };
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.took();
         }
+        polled.map(|c| c.map(|r| r.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -122,7 +122,7 @@ pub(crate) async fn serve(
     let version = parts.version;
     let info = request_info(shared, parts, remote, local, user);
     let (head_tx, head_rx) = oneshot::channel();
-    let (body_tx, body_rx) = mpsc::channel(1);
+    let (body_tx, body_rx) = mpsc::unbounded_channel();
     let keep_alive_wanted = keep_alive_wanted(info.version, &info.headers);
     let content_type = info
         .headers
@@ -249,7 +249,7 @@ pub(crate) fn request_info(
 pub(crate) async fn respond(
     request: &SimRequest,
     head_rx: oneshot::Receiver<Head>,
-    body_rx: mpsc::Receiver<BodyChunk>,
+    body_rx: mpsc::UnboundedReceiver<BodyChunk>,
     version: Version,
     mut guard: DisconnectGuard,
 ) -> Response<SimBody> {
@@ -270,11 +270,22 @@ pub(crate) async fn respond(
     let mut body = SimBody {
         rx: Some(body_rx),
         fixed: None,
+        backlog: Some(Arc::clone(&request.lock().backlog)),
     };
     if ended {
         // The whole response is here (the session ended, often inside the
         // call): it leaves as one piece, as IIS sends a completed response.
         body = body.settle();
+        if let Some(declared) = head
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            // Cut short (a write failed): what was written, then the
+            // connection closes, as a server that cannot finish does.
+            body = body.cut_unless_length(declared);
+        }
     }
     let mut response = Response::new(body);
     *response.status_mut() = head.status;
@@ -377,7 +388,7 @@ pub(crate) async fn handle_native(
     let version = parts.version;
     let info = request_info(shared, parts, remote, local, user);
     let (head_tx, head_rx) = oneshot::channel();
-    let (body_tx, body_rx) = mpsc::channel(1);
+    let (body_tx, body_rx) = mpsc::unbounded_channel();
     let keep_alive_wanted = keep_alive_wanted(info.version, &info.headers);
     let faults = shared
         .faults
@@ -552,6 +563,42 @@ impl RunningSimulator {
     /// The counters and violations so far.
     pub fn stats(&self) -> Stats {
         self.shared.stats()
+    }
+
+    /// The requests whose session has not ended, each described in a line
+    /// (target, faults, the operation outstanding, what was sent): for the
+    /// message of a test that finds one.
+    pub fn in_flight(&self) -> Vec<String> {
+        let requests: Vec<_> = self
+            .shared
+            .requests
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        requests
+            .iter()
+            .map(|r| {
+                let st = r.lock();
+                format!(
+                    "request {} {} {}: faults {:?}, outstanding {:?}, headers sent {}, \
+                     {} bytes written, client {}",
+                    r.seq,
+                    r.info.method,
+                    String::from_utf8_lossy(&r.info.target),
+                    r.faults,
+                    st.pending,
+                    st.headers_sent,
+                    r.written.load(Ordering::Acquire),
+                    if r.disconnected.load(Ordering::Acquire) {
+                        "gone"
+                    } else {
+                        "connected"
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Sets the faults for requests that start from now on.

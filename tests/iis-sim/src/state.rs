@@ -239,11 +239,21 @@ impl Shared {
 /// Waits for `work` on the calling thread, as a synchronous IIS call blocks
 /// its caller. The work runs on a thread of its own: the caller may be one of
 /// the runtime's own threads (an extension calling back from inside
-/// `HttpExtensionProc`), where the runtime cannot be blocked on. `None` if
-/// the work panicked.
+/// `HttpExtensionProc`), where the runtime cannot be blocked on. Such a
+/// caller also hands its share of the runtime to another thread while it
+/// waits: in IIS a blocked worker thread does not stop the server's I/O,
+/// and here the work may need the very connection tasks this thread would
+/// otherwise run. `None` if the work panicked.
 pub(crate) fn block_here<T: Send>(
     rt: &tokio::runtime::Handle,
     work: impl Future<Output = T> + Send,
 ) -> Option<T> {
-    std::thread::scope(|s| s.spawn(|| rt.block_on(work)).join().ok())
+    let wait = || std::thread::scope(|s| s.spawn(|| rt.block_on(work)).join().ok());
+    let on_a_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_a_worker {
+        tokio::task::block_in_place(wait)
+    } else {
+        wait()
+    }
 }
