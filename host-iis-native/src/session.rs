@@ -57,7 +57,7 @@ pub(crate) fn execute(
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "cannot map the request IIS passed");
-            native.answer_now(StatusCode::BAD_REQUEST, &e.to_string());
+            native.answer_now(e.status(), &e.to_string());
             return RQ_NOTIFICATION_FINISH_REQUEST;
         }
     };

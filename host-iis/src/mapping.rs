@@ -54,6 +54,28 @@ pub enum MappingError {
         /// What is wrong.
         why: String,
     },
+    /// The host reports the user's name only in a form that may not be the
+    /// name (see the identity rules): the request is refused, not run
+    /// with a guess.
+    #[error("{why}")]
+    Untrustworthy {
+        /// The variable.
+        name: &'static str,
+        /// Why it cannot be believed.
+        why: String,
+    },
+}
+
+impl MappingError {
+    /// The status a refused request is answered with: 400 for what the
+    /// request itself made unusable, 500 when the server's report cannot be
+    /// trusted (nothing the client can fix).
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            MappingError::Untrustworthy { .. } => http::StatusCode::INTERNAL_SERVER_ERROR,
+            _ => http::StatusCode::BAD_REQUEST,
+        }
+    }
 }
 
 /// The request head and host facts built from server variables.
@@ -474,7 +496,21 @@ impl RawFacts {
                 continue;
             }
             let start = arena.len();
-            if read_kept(vars, name, arena, &mut text) {
+            let found = match read_kept(vars, name, arena, &mut text) {
+                Ok(found) => found,
+                // The identity must be exact: the request is refused.
+                Err(why) if *name == "REMOTE_USER" => {
+                    return Err(MappingError::Untrustworthy {
+                        name: "REMOTE_USER",
+                        why,
+                    })
+                }
+                Err(why) => {
+                    tracing::warn!(variable = *name, "{why}: left out");
+                    false
+                }
+            };
+            if found {
                 if *name == "REMOTE_USER" {
                     // Checked UTF-8 by `user_name`; read from the UNICODE_
                     // form, the name is in `text` already.
@@ -700,13 +736,13 @@ mod tests {
         assert_eq!(kept.get_str("LOGON_USER"), Some("EXAMPLE\\jörg"));
         assert_eq!(asked(&vars), ["UNICODE_LOGON_USER"]);
         assert_eq!(
-            kept.get("AUTH_USER").map(|v| v.to_vec()),
-            Some("EXAMPLE\\jörg".as_bytes().to_vec()),
-            "a plain name in the code page comes out as UTF-8"
+            kept.get("AUTH_USER"),
+            None,
+            "a name only in the code page is not believed: left out"
         );
         // Every kept variable, whichever way it was read.
         assert_eq!(sorted(kept), sorted(eager.host_variables().unwrap()));
-        assert_eq!(kept.len(), KEPT_VARIABLES.len());
+        assert_eq!(kept.len(), KEPT_VARIABLES.len() - 1, "all but AUTH_USER");
         assert!(asked(&vars).iter().all(|a| !a.contains("SERVER_NAME")));
     }
 
@@ -791,7 +827,6 @@ mod tests {
         let expected: Vec<(String, Vec<u8>)> = [
             ("AUTH_TYPE", "Negotiate"),
             ("REMOTE_USER", "EXAMPLE\\jörg.ünal"),
-            ("LOGON_USER", "EXAMPLE\\jörg"),
             ("APPL_MD_PATH", "/LM/W3SVC/1/ROOT/portal"),
             ("HTTPS", "on"),
             ("INSTANCE_ID", "7"),
@@ -855,12 +890,29 @@ mod tests {
         let mut v = Vars::base();
         v.plain.insert("REMOTE_USER", b"EXAMPLE\\j\xf6rg".to_vec()); // code page 1252
         v.plain.insert("AUTH_TYPE", b"Negotiate".to_vec());
-        let r = request_from_server_variables(&v, "GET").unwrap().parts;
-        assert_eq!(
-            r.identity().unwrap().name(),
-            "EXAMPLE\\jörg",
-            "Latin-1 fallback"
+        // Only the code-page form: refused (500), never guessed.
+        let e = request_from_server_variables(&v, "GET").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                MappingError::Untrustworthy {
+                    name: "REMOTE_USER",
+                    ..
+                }
+            ),
+            "{e:?}"
         );
+        assert_eq!(e.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        // A '?' is what a code page leaves for what it lacks.
+        v.plain.insert("REMOTE_USER", b"EXAMPLE\\?ukasz".to_vec());
+        assert!(request_from_server_variables(&v, "GET").is_err());
+        // UTF-8 (a host whose own form it is) and ASCII are believed.
+        for name in ["EXAMPLE\\jörg", "EXAMPLE\\alice"] {
+            v.plain.insert("REMOTE_USER", name.as_bytes().to_vec());
+            let r = request_from_server_variables(&v, "GET").unwrap().parts;
+            assert_eq!(r.identity().unwrap().name(), name);
+        }
+        v.plain.insert("REMOTE_USER", b"EXAMPLE\\j\xf6rg".to_vec());
         v.unicode
             .insert("UNICODE_REMOTE_USER", "EXAMPLE\\jörg.ünal".into());
         let r = request_from_server_variables(&v, "GET").unwrap().parts;

@@ -113,16 +113,18 @@ fn unicode_form(name: &str) -> Option<&'static str> {
 
 /// Appends kept variable `name` to `out` as [`HostVariables`] holds it (the
 /// user names as UTF-8, from their `UNICODE_` form when there is one);
-/// `false` and `out` unchanged when the host reports none.
+/// `Ok(false)` and `out` unchanged when the host reports none; `Err` with
+/// the reason for a user name the host reports only in a form that may not
+/// be the user's name ([`user_name`]).
 pub(crate) fn read_kept(
     vars: &dyn ServerVariables,
     name: &str,
     out: &mut Vec<u8>,
     text: &mut String,
-) -> bool {
+) -> Result<bool, String> {
     match unicode_form(name) {
         Some(unicode_name) => user_name(vars, name, unicode_name, out, text),
-        None => vars.append(name, out),
+        None => Ok(vars.append(name, out)),
     }
 }
 
@@ -155,8 +157,14 @@ impl<V: ServerVariables + Send + Sync> DeferredVariables for OnDemand<V> {
             .get(i)?
             .get_or_init(|| {
                 let mut out = Vec::new();
-                read_kept(&self.source, ON_DEMAND[i], &mut out, &mut String::new())
-                    .then(|| Bytes::from(out))
+                match read_kept(&self.source, ON_DEMAND[i], &mut out, &mut String::new()) {
+                    Ok(true) => Some(Bytes::from(out)),
+                    Ok(false) => None,
+                    Err(why) => {
+                        tracing::warn!(variable = ON_DEMAND[i], "{why}: left out");
+                        None
+                    }
+                }
             })
             .as_ref()
     }
@@ -166,35 +174,53 @@ impl<V: ServerVariables + Send + Sync> DeferredVariables for OnDemand<V> {
     }
 }
 
-/// Appends the user name from the host to `out` as UTF-8: the `UNICODE_`
-/// form when there is one (IIS converts it from UTF-16 without loss), else
-/// the plain form, which is in the system code page — taken as UTF-8 when
-/// it is valid, else as Latin-1. `false` (and `out` unchanged) when the host
-/// reports no name or an empty one.
+/// Appends user name variable `name` to `out` as UTF-8: from its
+/// `UNICODE_` form (`unicode_name`) when the host has it, as IIS does.
+/// Without it, the plain form is the host's own bytes — IIS converts names
+/// to the system code page there, best-fit (`Łukasz` → `Lukasz`, another
+/// account's name) or with `?` for what the code page lacks. So a plain
+/// name is believed only when it cannot be such a conversion's product:
+/// valid UTF-8 (a host whose native form is UTF-8, as Apache's is) without
+/// `?` (no Windows account name holds one). Anything else is refused with
+/// the reason (`Err`), never guessed. `Ok(false)` when there is no name.
+/// The residual case, a host that converts best-fit to ASCII and reports no
+/// `UNICODE_` form, cannot be told apart; `auth-container/IDENTITY.md`
+/// says so.
 pub(crate) fn user_name(
     vars: &dyn ServerVariables,
     name: &str,
     unicode_name: &str,
     out: &mut Vec<u8>,
     text: &mut String,
-) -> bool {
+) -> Result<bool, String> {
     text.clear();
     if vars.append_unicode(unicode_name, text) && !text.is_empty() {
         out.extend_from_slice(text.as_bytes());
-        return true;
+        return Ok(true);
     }
     let start = out.len();
     if !vars.append(name, out) || out.len() == start {
         out.truncate(start);
-        return false;
+        return Ok(false);
     }
-    if std::str::from_utf8(&out[start..]).is_err() {
-        text.clear();
-        text.extend(out[start..].iter().map(|&b| char::from(b)));
-        out.truncate(start);
-        out.extend_from_slice(text.as_bytes());
+    let plain = &out[start..];
+    let why = if std::str::from_utf8(plain).is_err() {
+        Some("is not UTF-8: it is in the host's code page, which may have replaced or approximated characters")
+    } else if plain.contains(&b'?') {
+        Some("holds '?', which a code page puts where it lacks a character")
+    } else {
+        None
+    };
+    match why {
+        None => Ok(true),
+        Some(why) => {
+            out.truncate(start);
+            Err(format!(
+                "the host reports {name} without {unicode_name}, and its value {why}; \
+                 the name is not believed"
+            ))
+        }
     }
-    true
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ pub(crate) fn serve(running: &Arc<Running>, conn: Connection) -> DWORD {
         Ok(m) => m.parts,
         Err(e) => {
             tracing::warn!(error = %e, "cannot map the request IIS passed");
-            conn.answer_now(StatusCode::BAD_REQUEST, &e.to_string());
+            conn.answer_now(e.status(), &e.to_string());
             return HSE_STATUS_SUCCESS;
         }
     };

@@ -142,7 +142,7 @@ pub fn all() -> Vec<Case> {
             })
         },
         Case {
-            needs: Some(|caps| caps.identity),
+            needs: Some(|caps| caps.identity && !caps.code_page_names_only),
             ..case("non_ascii_identity_reaches_the_app_intact", |c| {
                 Box::pin(identity_non_ascii(c))
             })
@@ -174,7 +174,8 @@ pub fn all() -> Vec<Case> {
         case("body_over_the_limit_gives_413", |c| Box::pin(body_limit(c))),
         case("too_many_headers_give_431", |c| Box::pin(header_limit(c))),
         Case {
-            needs: Some(|caps| caps.identity),
+            // Its users include non-ASCII names.
+            needs: Some(|caps| caps.identity && !caps.code_page_names_only),
             ..case(
                 "container_auth_turns_the_host_identity_into_a_clean_user",
                 |c| Box::pin(container_user(c)),

@@ -27,6 +27,10 @@ pub struct Capabilities {
     /// that is not writing is cancelled at its next write, not at once.
     /// The case that needs the notice is skipped.
     pub silent_disconnects: bool,
+    /// The host reports user names only in its code page (no `UNICODE_`
+    /// forms): the IIS hosts refuse a non-ASCII name there (500), as the
+    /// identity rules say. The case with a non-ASCII name is skipped.
+    pub code_page_names_only: bool,
 }
 
 impl Capabilities {
@@ -38,7 +42,14 @@ impl Capabilities {
             http2_cleartext: false,
             decoded_target_only: false,
             silent_disconnects: false,
+            code_page_names_only: false,
         }
+    }
+
+    /// With user names only in the code page (see the field).
+    pub const fn code_page_names_only(mut self, yes: bool) -> Self {
+        self.code_page_names_only = yes;
+        self
     }
 
     /// With disconnects noticed only at a write (see the field).

@@ -57,6 +57,7 @@ impl Driver for SimDriver {
             .http2_cleartext(true)
             .decoded_target_only(self.lean())
             .silent_disconnects(self.lean())
+            .code_page_names_only(self.lean())
     }
 
     fn start(&self, setup: Setup) -> BoxFuture<'_, Result<Box<dyn RunningApp>, BoxError>> {

@@ -775,6 +775,12 @@ async fn host_variables_are_iis_own_and_read_only_while_the_request_runs(package
 /// must end exactly once, without the extension waiting for itself.
 async fn an_end_asked_for_inside_an_inline_completion_never_hangs(package: &str) {
     use kallithea_conformance::client::RawConn;
+    if package.ends_with("native") {
+        // A native module hears of an operation that finished at once from
+        // the call's own result (`pfCompletionExpected`), never from a
+        // completion inside the call: the case is ISAPI's.
+        return;
+    }
     let dll = install(package, "inline-end", "drain_timeout = \"200ms\"\n");
     let sim = start(&dll, |c| {
         // Inline completions of a cancellation: this case needs a host that
