@@ -55,6 +55,7 @@ for_both_hosts!(
     the_connection_is_mapped_with_few_calls_into_iis,
     every_optional_variable_may_be_absent,
     host_cases_under_every_profile,
+    a_client_that_sends_its_headers_too_slowly_is_cut_off,
 );
 
 /// One case of the profile matrix.
@@ -869,4 +870,41 @@ async fn a_body_the_host_ends_early_is_a_body_error_and_still_answered(package: 
     sim.set_faults(Faults::default());
     settled(&sim, 1).await;
     finish(sim).await;
+}
+
+/// As http.sys does (`HeaderWaitTimeout`), the simulator closes a
+/// connection whose request headers do not arrive in time; the DLL never
+/// sees such a request, and a prompt client on the same simulator is
+/// served.
+async fn a_client_that_sends_its_headers_too_slowly_is_cut_off(package: &str) {
+    use kallithea_conformance::client::RawConn;
+    use tokio::io::AsyncReadExt;
+    let dll = install(package, "header-wait", "worker_threads = 2\n");
+    let sim = start(&dll, |c| {
+        c.header_read_timeout = Some(Duration::from_millis(300))
+    })
+    .await;
+    let mut slow = RawConn::connect(sim.local_addr()).await.unwrap();
+    slow.send(b"GET /echo HTTP/1.1\r\nHost: k\r\n")
+        .await
+        .unwrap();
+    let mut stream = slow.into_inner();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the slow connection is still open after 10 s"
+    );
+    let r = Client::new(sim.local_addr()).get("/echo").await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    let stats = finish(sim).await;
+    assert_eq!(stats.requests, 1, "only the prompt request reached the DLL");
 }
