@@ -83,7 +83,7 @@ pub use auth::{basic_credentials, netbios_name, Authenticated, Users, WindowsAut
 pub use build::build_cdylib;
 pub use response::SimBody;
 pub use server::{start, RunningSimulator};
-pub use settings::{Completions, Config, Faults, Profile, SimError, Stats, Variation};
+pub use settings::{splitmix, Completions, Config, Faults, Profile, SimError, Stats, Variation};
 
 // Every module sees its siblings' items through `use super::*`.
 #[allow(unused_imports)]

@@ -250,8 +250,9 @@ impl Faults {
     }
 }
 
-/// A step of SplitMix64: a well-spread 64-bit value from any input.
-pub(crate) fn splitmix(x: u64) -> u64 {
+/// A step of SplitMix64: a well-spread 64-bit value from any input (the
+/// simulator's seeded draws; tests draw their own mixes with it).
+pub fn splitmix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -294,6 +295,25 @@ pub struct Stats {
     /// `GetServerVariable` calls the DLL made (ISAPI, both native forms;
     /// a retry with a larger buffer counts again).
     pub server_variable_calls: u64,
+}
+
+impl Stats {
+    /// What breaks the server's contract so far, in words: violations,
+    /// sessions not ended, native module objects not disposed once per
+    /// request. Empty for a clean run.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.violations.clone();
+        if self.in_flight > 0 {
+            problems.push(format!("{} sessions not ended", self.in_flight));
+        }
+        if self.native_module && self.disposed != self.requests {
+            problems.push(format!(
+                "{} module objects disposed for {} requests",
+                self.disposed, self.requests
+            ));
+        }
+        problems
+    }
 }
 
 /// The simulator could not start or reload the extension.

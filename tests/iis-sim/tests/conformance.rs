@@ -109,18 +109,8 @@ impl RunningApp for Running {
         Box::pin(async move {
             if let Some(sim) = sim {
                 let stats = sim.shutdown().await;
-                assert!(
-                    stats.violations.is_empty(),
-                    "IIS contract violations: {:#?}",
-                    stats.violations
-                );
-                assert_eq!(stats.in_flight, 0, "{stats:?}");
-                if stats.native_module {
-                    assert_eq!(
-                        stats.disposed, stats.requests,
-                        "every module object is disposed once: {stats:?}"
-                    );
-                }
+                let problems = stats.problems();
+                assert!(problems.is_empty(), "{problems:#?}\n{stats:?}");
             }
         })
     }

@@ -137,12 +137,9 @@ async fn ten_thousand_random_requests_under_random_faults_each_end_once(package:
     finish(sim).await;
 }
 
-/// The `i`th draw of the mix from `seed` (SplitMix64).
+/// The `i`th draw of the mix from `seed`.
 fn mix(seed: u64, i: u64) -> u64 {
-    let mut z = (seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    iis_sim::splitmix(seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// A line for the log, past the test harness's capture: the figures are

@@ -73,18 +73,8 @@ pub async fn start(dll: &Path, tune: impl FnOnce(&mut Config)) -> RunningSimulat
 
 pub async fn finish(sim: RunningSimulator) -> iis_sim::Stats {
     let stats = sim.shutdown().await;
-    assert!(
-        stats.violations.is_empty(),
-        "violations: {:#?}",
-        stats.violations
-    );
-    assert_eq!(stats.in_flight, 0, "{stats:?}");
-    if stats.native_module {
-        assert_eq!(
-            stats.disposed, stats.requests,
-            "one Dispose per request: {stats:?}"
-        );
-    }
+    let problems = stats.problems();
+    assert!(problems.is_empty(), "{problems:#?}\n{stats:?}");
     stats
 }
 
